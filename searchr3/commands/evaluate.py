@@ -1,0 +1,91 @@
+"""``searchr3 evaluate``: score bm25, minilm or a trained model on a BEIR folder; print a table, write JSON."""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+BASELINE_CHOICES = "bm25 | minilm | a model folder"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="nDCG@10 / Recall@100 / MRR@10 of a system on a BEIR folder",
+                              description=__doc__)
+    p.add_argument("--model", required=True, help=f"system to evaluate: {BASELINE_CHOICES}")
+    p.add_argument("--dataset", required=True, type=Path, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    p.add_argument("--split", default="test", help="qrels split to evaluate (default: test)")
+    p.add_argument("--reasoning", action="store_true", help="queries reason before embedding (model folders only)")
+    p.add_argument("--out", type=Path, default=None, help="write the result as JSON to this file")
+    p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
+    p.set_defaults(func=run)
+
+
+def _settings(args):
+    """(EvalConfig, ModelConfig or None) from params.yaml; defaults when the file is absent."""
+    from searchr3.config import load_params, section
+    from searchr3.eval.config import EvalConfig
+
+    if not Path(args.params).exists():
+        return EvalConfig(), None
+    from searchr3.model.config import ModelConfig
+
+    params = load_params(args.params, args.profile)
+    return section(params, "eval", EvalConfig), section(params, "model", ModelConfig)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def reproduce_command(args) -> str:
+    parts = ["searchr3"]
+    if args.params != "params.yaml":
+        parts += ["--params", str(args.params)]
+    if args.profile:
+        parts += ["--profile", args.profile]
+    parts += ["evaluate", "--model", args.model, "--dataset", str(args.dataset), "--split", args.split]
+    if args.reasoning:
+        parts.append("--reasoning")
+    if args.max_queries is not None:
+        parts += ["--max-queries", str(args.max_queries)]
+    if args.out is not None:
+        parts += ["--out", str(args.out)]
+    return shlex.join(parts)
+
+
+def run(args) -> int:
+    from searchr3.eval.evaluate import BASELINES, evaluate_detailed
+    from searchr3.eval.report import render_table
+
+    if args.reasoning and args.model in BASELINES:
+        print(f"error: {args.model} cannot reason; --reasoning needs a model folder", file=sys.stderr)
+        return 2
+    if args.max_queries is not None and args.max_queries < 1:
+        print("error: --max-queries must be at least 1", file=sys.stderr)
+        return 2
+    from searchr3.data.beir import load_beir
+
+    eval_config, model_config = _settings(args)
+    rs = load_beir(args.dataset, args.split)
+    evaluation = evaluate_detailed(args.model, rs, args.reasoning, split=args.split, max_queries=args.max_queries,
+                                   config=eval_config, model_config=model_config, progress=True)
+    print(render_table([evaluation.result]))
+    for i, trace in enumerate(evaluation.example_traces, 1):
+        print(f"example trace {i}: {trace!r}")
+    print(f"reproduce: {reproduce_command(args)}")
+    if args.out is not None:
+        write_json_atomic(args.out, evaluation.result)
+        print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,124 @@
+"""Retrieval sets from Hugging Face ``datasets``: a hub id, a local dataset repo, or ``save_to_disk`` folders.
+
+Two layouts are understood:
+
+* **BEIR-style dataset repo** (hub id such as ``mteb/scifact``, or a local folder with the same
+  files and a ``README.md`` whose ``configs:`` header names them). Read with
+  ``datasets.load_dataset(name_or_path, config)``, three configs:
+
+  ===========  ====================  =====================================================
+  config       split used            columns (first name found wins)
+  ===========  ====================  =====================================================
+  ``corpus``   its only split        id: ``_id``/``id``/``doc_id``; ``text``; optional ``title``
+  ``queries``  its only split        id: ``_id``/``id``/``query_id``; text: ``text``/``query``
+  ``default``  ``split`` (train...)  ``query-id``/``query_id``; ``corpus-id``/``corpus_id``/``doc_id``;
+                                     ``score``/``relevance``/``label``
+  ===========  ====================  =====================================================
+
+  (``mteb/scifact`` ships ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/{train,test}.jsonl``.)
+
+* **Saved folders**: ``name_or_path`` holds ``corpus/``, ``queries/`` and ``qrels/`` written by
+  ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``; ``qrels`` must be a ``DatasetDict``
+  keyed by split. Same column names as above.
+
+Rows are checked with the BEIR rules (:mod:`searchr3.data.beir`); a :class:`DataError` names
+``PATH[config/split]`` and the 1-based row number as its line.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from searchr3.data.beir import assemble, collect_texts
+from searchr3.data.errors import DataError
+from searchr3.data.types import RetrievalSet
+
+ID_COLUMNS = {"corpus": ("_id", "id", "doc_id", "corpus-id"), "queries": ("_id", "id", "query_id", "query-id")}
+TEXT_COLUMNS = {"corpus": ("text",), "queries": ("text", "query")}
+QRELS_COLUMNS = {"query": ("query-id", "query_id", "qid"), "doc": ("corpus-id", "corpus_id", "doc_id", "docid"),
+                 "score": ("score", "relevance", "label")}
+
+
+def _pick(columns: list[str], candidates: tuple[str, ...], where: str, role: str) -> str:
+    for name in candidates:
+        if name in columns:
+            return name
+    raise DataError(where, None, "missing_column", f"no {role} column (tried {list(candidates)}; has {columns})")
+
+
+def _single_split(dsd, where: str):
+    """The only split of a DatasetDict (corpus and queries configs have exactly one)."""
+    import datasets
+
+    if isinstance(dsd, datasets.Dataset):
+        return dsd
+    if len(dsd) != 1:
+        raise DataError(where, None, "ambiguous_split", f"expected one split, found {sorted(dsd)}")
+    return next(iter(dsd.values()))
+
+
+def _texts(ds, kind: str, where: str) -> dict[str, str]:
+    columns = list(ds.column_names)
+    id_col = _pick(columns, ID_COLUMNS[kind], where, "id")
+    text_col = _pick(columns, TEXT_COLUMNS[kind], where, "text")
+    wanted = {"_id": id_col, "text": text_col}
+    if kind == "corpus" and "title" in columns:
+        wanted["title"] = "title"
+    cols = {key: ds[col] for key, col in wanted.items()}
+    records = ((i + 1, {key: values[i] for key, values in cols.items()}) for i in range(len(ds)))
+    return collect_texts(records, where, with_title=kind == "corpus")
+
+
+def _judgements(ds, where: str):
+    columns = list(ds.column_names)
+    names = {role: _pick(columns, options, where, role) for role, options in QRELS_COLUMNS.items()}
+    qids, docs, scores = ds[names["query"]], ds[names["doc"]], ds[names["score"]]
+    for i, (qid, doc, score) in enumerate(zip(qids, docs, scores), start=1):
+        if isinstance(score, float) and score.is_integer():
+            score = int(score)
+        if isinstance(score, bool) or not isinstance(score, int):
+            raise DataError(where, i, "qrels_score", f"score {score!r} is not an integer")
+        yield i, str(qid), str(doc), score
+
+
+def _is_saved(folder: Path) -> bool:
+    return any((folder / "corpus" / f).is_file() for f in ("dataset_info.json", "dataset_dict.json", "state.json"))
+
+
+def load_hf(name_or_path: str | Path, split: str = "test", *, corpus_config: str = "corpus",
+            queries_config: str = "queries", qrels_config: str = "default", revision: str | None = None,
+            name: str | None = None, cache_dir: str | Path | None = None) -> RetrievalSet:
+    """Load ``split`` of a BEIR-style dataset through ``datasets`` (see the module docstring).
+
+    ``cache_dir`` is passed to ``load_dataset`` (default: the ``datasets`` cache, ``HF_DATASETS_CACHE``).
+    """
+    import datasets
+
+    source = str(name_or_path)
+    label = name or Path(source.rstrip("/")).name
+    folder = Path(source)
+    if folder.is_dir() and _is_saved(folder):
+        corpus_ds = _single_split(datasets.load_from_disk(str(folder / "corpus")), f"{folder / 'corpus'}")
+        queries_ds = _single_split(datasets.load_from_disk(str(folder / "queries")), f"{folder / 'queries'}")
+        qrels_dict = datasets.load_from_disk(str(folder / "qrels"))
+        where = {"corpus": f"{folder / 'corpus'}", "queries": f"{folder / 'queries'}",
+                 "qrels": f"{folder / 'qrels'}[{split}]"}
+        layout = "save_to_disk"
+    else:
+        cache = str(cache_dir) if cache_dir is not None else None
+        if not folder.exists() and (source.startswith((".", "/")) or source.count("/") != 1):
+            raise DataError(source, None, "missing_file", "neither a local folder nor a hub id (owner/name)")
+        corpus_ds = _single_split(datasets.load_dataset(source, corpus_config, revision=revision, cache_dir=cache),
+                                  f"{source}[{corpus_config}]")
+        queries_ds = _single_split(datasets.load_dataset(source, queries_config, revision=revision, cache_dir=cache),
+                                   f"{source}[{queries_config}]")
+        qrels_dict = datasets.load_dataset(source, qrels_config, revision=revision, cache_dir=cache)
+        where = {"corpus": f"{source}[{corpus_config}]", "queries": f"{source}[{queries_config}]",
+                 "qrels": f"{source}[{qrels_config}/{split}]"}
+        layout = "load_dataset"
+    if not isinstance(qrels_dict, datasets.DatasetDict) or split not in qrels_dict:
+        found = sorted(qrels_dict) if isinstance(qrels_dict, datasets.DatasetDict) else "a single Dataset"
+        raise DataError(where["qrels"], None, "missing_split", f"no qrels split {split!r} (found {found})")
+    corpus = _texts(corpus_ds, "corpus", where["corpus"])
+    queries = _texts(queries_ds, "queries", where["queries"])
+    return assemble(label, corpus, queries, _judgements(qrels_dict[split], where["qrels"]), where["qrels"],
+                    meta={"format": "hf", "layout": layout, "source": source, "split": split, "revision": revision})

@@ -1,0 +1,91 @@
+"""Evaluate one system (``bm25``, ``minilm`` or a trained model folder) on a RetrievalSet."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from searchr3.data.errors import DataError
+from searchr3.data.types import RetrievalSet
+from searchr3.eval.config import EvalConfig
+from searchr3.eval.metrics import compute_metrics, per_query_metrics
+
+BASELINES = ("bm25", "minilm")
+RESULT_KEYS = ("dataset", "split", "system", "queries", "ndcg@10", "recall@100", "mrr@10")
+REASONING_KEYS = ("fallbacks", "emission_rate", "mean_reasoning_tokens")
+
+
+@dataclass
+class Evaluation:
+    result: dict  # exactly RESULT_KEYS (+ REASONING_KEYS with reasoning): what gets written as JSON
+    per_query: dict[str, dict[str, float]]
+    example_traces: list[str] = field(default_factory=list)
+
+
+def judged_subset(rs: RetrievalSet, max_queries: int | None = None) -> RetrievalSet:
+    """The judged queries of ``rs`` (the first ``max_queries`` of them, in file order, when given)."""
+    queries = rs.judged_queries()
+    if max_queries is not None:
+        if max_queries < 1:
+            raise ValueError(f"max_queries must be at least 1, got {max_queries}")
+        queries = dict(list(queries.items())[:max_queries])
+    if not queries:
+        raise ValueError(f"{rs.name}: no query has a relevant document; nothing to evaluate")
+    qrels = {q: rs.qrels[q] for q in queries}
+    return RetrievalSet(name=rs.name, corpus=rs.corpus, queries=queries, qrels=qrels, meta=dict(rs.meta))
+
+
+def load_encoder(system: str, config: EvalConfig, model_config=None):
+    """``minilm`` or a model folder loaded with ``Embedder.from_pretrained(path, config=model_config)``.
+
+    ``model_config`` is the ``model:`` section (``searchr3.model.config.ModelConfig``): precision,
+    batch size, templates, max lengths; None uses its defaults.
+    """
+    if system == "minilm":
+        from searchr3.eval.minilm import MiniLMEncoder
+
+        return MiniLMEncoder(batch_size=config.minilm_batch_size)
+    path = Path(system)
+    if not path.is_dir():
+        raise DataError(path, None, "model-not-found",
+                        f"--model must be {' or '.join(BASELINES)} or a model folder")
+    from searchr3.model.embedder import Embedder
+
+    return Embedder.from_pretrained(str(path), config=model_config)
+
+
+def evaluate_detailed(system: str, rs: RetrievalSet, reasoning: bool = False, *, split: str | None = None,
+                      max_queries: int | None = None, config: EvalConfig | None = None, model_config=None,
+                      encoder=None, progress: bool = False) -> Evaluation:
+    """Retrieve for every judged query of ``rs`` with ``system`` and score the run.
+
+    ``encoder`` overrides loading (``system`` is then only the label); ``split`` defaults to
+    ``rs.meta["split"]``.
+    """
+    config = config or EvalConfig()
+    if reasoning and system in BASELINES and encoder is None:
+        raise ValueError(f"{system} cannot reason; --reasoning needs a trained model folder")
+    subset = judged_subset(rs, max_queries)
+    traces: list[str] = []
+    reasoning_stats = {}
+    if system == "bm25" and encoder is None:
+        from searchr3.eval.bm25 import bm25_search
+
+        run = bm25_search(subset, k=config.top_k, config=config.bm25, progress=progress)
+    else:
+        from searchr3.eval.dense import dense_search
+
+        encoder = encoder or load_encoder(system, config, model_config)
+        dense = dense_search(encoder, subset, k=config.top_k, reasoning=reasoning,
+                             cache_dir=config.cache_dir, progress=progress)
+        run, traces = dense.run, dense.example_traces
+        if reasoning:
+            reasoning_stats = {"fallbacks": dense.fallbacks, "emission_rate": dense.emission_rate,
+                               "mean_reasoning_tokens": dense.mean_reasoning_tokens}
+    result = {"dataset": rs.name, "split": split or rs.meta.get("split"), "system": system,
+              "queries": len(subset.queries), **compute_metrics(subset.qrels, run), **reasoning_stats}
+    return Evaluation(result=result, per_query=per_query_metrics(subset.qrels, run), example_traces=traces)
+
+
+def evaluate(system: str, rs: RetrievalSet, reasoning: bool = False, **kwargs) -> dict:
+    """The result dict of :func:`evaluate_detailed` (keys RESULT_KEYS, plus REASONING_KEYS with reasoning)."""
+    return evaluate_detailed(system, rs, reasoning, **kwargs).result

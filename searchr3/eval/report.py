@@ -1,0 +1,32 @@
+"""Render evaluation results (dicts from ``searchr3.eval.evaluate``) as a markdown table."""
+from __future__ import annotations
+
+from searchr3.eval.evaluate import REASONING_KEYS, RESULT_KEYS
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def render_table(results: list[dict]) -> str:
+    """One row per result; the reasoning columns appear only when some result has them."""
+    if not results:
+        return "(no results)"
+    columns = list(RESULT_KEYS)
+    if any(k in r for r in results for k in REASONING_KEYS):
+        columns += list(REASONING_KEYS)
+    rows = [[_cell(r.get(c)) for c in columns] for r in results]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
+    numeric = [all(isinstance(r.get(c), (int, float)) or r.get(c) is None for r in results) for c in columns]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cell.rjust(w) if num else cell.ljust(w)
+                                 for cell, w, num in zip(cells, widths, numeric)) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
+                          for w, num in zip(widths, numeric)) + "|"
+    return "\n".join([line(columns), rule, *(line(row) for row in rows)])

@@ -1,0 +1,33 @@
+"""``index:`` section of params.yaml: the FAISS structure and the incremental refresh policy (RL stage)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RefreshConfig:
+    """How the live index keeps up with a document encoder that is being trained (``index.refresh``).
+
+    Each RL step re-encodes, in priority order and at most ``budget_per_step`` documents in all:
+    the positives and negatives the step just used, then their kNN-graph neighbours, then stale
+    vectors that appeared in the current queries' top ``topk_stale``. On top of that budget the
+    rotating full refresh re-encodes a fixed slice of ``ceil(N / full_refresh_every)`` documents each
+    step, so every vector is re-encoded at least once every ``full_refresh_every`` steps.
+    """
+
+    budget_per_step: int = 256  # most documents re-encoded per step by the priority tiers (not counting the rotating slice)
+    graph_k: int = 8  # neighbours stored per document in the kNN graph
+    neighbours_per_doc: int = 4  # graph neighbours of each used document to refresh (<= graph_k)
+    full_refresh_every: int = 50  # T: rotating slice of ceil(N/T) docs per step; the graph is rebuilt every T steps; 0 = off
+    probe_every: int = 10  # M: measure fidelity every M steps (costs a full re-encode; measurement only); 0 = never
+    probe_size: int = 64  # probe queries used for fidelity
+    topk_stale: int = 10  # how deep into each current query's results to look for stale vectors
+
+
+@dataclass
+class IndexConfig:
+    kind: str = "flat"  # flat = exact IndexIDMap2(IndexFlatIP) | ivf = IndexIVFFlat (inner product), trained on the first encode
+    nlist: int = 1024  # ivf: number of clusters (needs at least nlist documents at build time)
+    nprobe: int = 16  # ivf: clusters visited per query
+    encode_batch: int = 256  # texts handed to the encoder per call while building or refreshing
+    refresh: RefreshConfig = field(default_factory=RefreshConfig)

@@ -1,0 +1,117 @@
+"""Index snapshots on disk (``indexes/<name>/``), written atomically.
+
+Layout::
+
+    index.faiss     faiss.write_index of the live index
+    doc_ids.json    list of string doc ids; position = the int64 FAISS label
+    versions.npy    int64 policy version that encoded each vector (same order)
+    manifest.json   model_checksum, kind, dim, count, created (UTC ISO), versions min/max, + caller's fields
+
+The snapshot is built in a temporary sibling folder and moved into place with ``os.replace``; an
+existing snapshot at the same path is moved aside first and deleted only after the new one is in
+place, so a reader sees the old snapshot or the new one, never a half-written folder.
+Document texts are not stored (they live in ``data/``); pass them to ``load_snapshot`` to refresh.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from searchr3.data.errors import DataError
+from searchr3.index.store import DocumentIndex
+
+INDEX_FILE = "index.faiss"
+IDS_FILE = "doc_ids.json"
+VERSIONS_FILE = "versions.npy"
+MANIFEST_FILE = "manifest.json"
+FORMAT = 1
+
+
+def save_snapshot(index: DocumentIndex, out_dir: str | Path, manifest: dict) -> Path:
+    """Write ``index`` to ``out_dir``; ``manifest`` must hold ``model_checksum`` and may add any JSON fields."""
+    if index.faiss_index is None:
+        raise ValueError("cannot snapshot an empty index: call build() first")
+    if not manifest.get("model_checksum"):
+        raise ValueError("manifest must include model_checksum (the Embedder.checksum that encoded the vectors)")
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    full = {
+        **manifest,
+        "format": FORMAT,
+        "kind": index.kind,
+        "nlist": index.nlist,
+        "nprobe": index.nprobe,
+        "dim": index.dim,
+        "count": len(index),
+        "version_min": int(index.versions.min()),
+        "version_max": int(index.versions.max()),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        faiss.write_index(index.faiss_index, str(tmp / INDEX_FILE))
+        (tmp / IDS_FILE).write_text(json.dumps(index.doc_ids))
+        np.save(tmp / VERSIONS_FILE, index.versions)
+        (tmp / MANIFEST_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+        os.chmod(tmp, 0o755)
+        old = None
+        if out_dir.exists():
+            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def read_manifest(snapshot_dir: str | Path) -> dict:
+    path = Path(snapshot_dir) / MANIFEST_FILE
+    if not path.exists():
+        raise DataError(path, None, "snapshot-missing-file", "manifest.json not found; not an index snapshot")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(path, err.lineno, "invalid-json", err.msg) from err
+    for key in ("kind", "dim", "count", "model_checksum"):
+        if key not in manifest:
+            raise DataError(path, None, "manifest-missing-key", f"{key!r} is required")
+    return manifest
+
+
+def load_snapshot(snapshot_dir: str | Path, texts: dict[str, str] | None = None) -> DocumentIndex:
+    """Load a searchable ``DocumentIndex``; give ``texts`` (doc_id -> text) to re-encode it later."""
+    snapshot_dir = Path(snapshot_dir)
+    manifest = read_manifest(snapshot_dir)
+    for name in (INDEX_FILE, IDS_FILE, VERSIONS_FILE):
+        if not (snapshot_dir / name).exists():
+            raise DataError(snapshot_dir / name, None, "snapshot-missing-file", f"{name} not found")
+    try:
+        doc_ids = json.loads((snapshot_dir / IDS_FILE).read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(snapshot_dir / IDS_FILE, err.lineno, "invalid-json", err.msg) from err
+    if not isinstance(doc_ids, list) or not all(isinstance(d, str) for d in doc_ids):
+        raise DataError(snapshot_dir / IDS_FILE, None, "doc-ids-not-strings", "expected a JSON list of strings")
+    versions = np.load(snapshot_dir / VERSIONS_FILE)
+    faiss_index = faiss.read_index(str(snapshot_dir / INDEX_FILE))
+    counts = {"manifest count": manifest["count"], "index vectors": int(faiss_index.ntotal),
+              "doc ids": len(doc_ids), "versions": len(versions)}
+    if len(set(counts.values())) != 1:
+        raise DataError(snapshot_dir, None, "snapshot-count-mismatch", ", ".join(f"{k}={v}" for k, v in counts.items()))
+    if int(faiss_index.d) != manifest["dim"]:
+        raise DataError(snapshot_dir / MANIFEST_FILE, None, "snapshot-dim-mismatch",
+                        f"manifest dim {manifest['dim']} but index dim {faiss_index.d}")
+    index = DocumentIndex(kind=manifest["kind"], nlist=manifest.get("nlist", 1024), nprobe=manifest.get("nprobe", 16))
+    index.attach(faiss_index, doc_ids, versions)
+    if texts:
+        index.texts = dict(texts)
+    return index

