@@ -35,7 +35,7 @@ install: $(VENV)/.installed
 
 run: install
 	$(BIN)/dvc repro
-	$(BIN)/searchr3 evaluate --show metrics/eval.json
+	@cat reports/eval.md
 
 test: install
 	$(BIN)/pytest -q

@@ -11,7 +11,7 @@ import sys
 
 from searchr3.data.errors import DataError
 
-COMMANDS = ["model", "data", "validate", "evaluate", "train", "index", "search"]
+COMMANDS = ["model", "data", "validate", "evaluate", "stage", "index", "search"]
 
 
 def build_parser() -> argparse.ArgumentParser:

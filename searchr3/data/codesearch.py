@@ -5,7 +5,7 @@ training and evaluation data without any download:
 
 * every module-level function and class method (classes nested in classes included, functions
   nested in functions not) that has a docstring is a candidate;
-* query = the docstring summary: its first paragraph, whitespace collapsed;
+* query = the docstring summary: its first paragraph (after a signature line), whitespace collapsed;
 * document = the function's source (decorators included) with the docstring removed, dedented;
 * filters: summary and source length bounds, no body left but ``pass``/``...``/``raise``, folders
   such as ``test/``, ``idlelib/``, ``lib2to3/``, ``site-packages/`` skipped;
@@ -55,10 +55,16 @@ def normalise(source: str) -> str:
     return " ".join(source.split())
 
 
-def docstring_summary(doc: str) -> str:
-    """First paragraph of a cleaned docstring, whitespace collapsed."""
-    paragraph = re.split(r"\n\s*\n", doc.strip(), maxsplit=1)[0]
-    return " ".join(paragraph.split())
+def docstring_summary(doc: str, name: str | None = None) -> str:
+    """First paragraph of a cleaned docstring, whitespace collapsed.
+
+    A first paragraph that is the call signature (``name(args)``, a C-module habit) is skipped:
+    it would hand the query the function's name. No other paragraph: the summary is empty.
+    """
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", doc.strip())]
+    if name and paragraphs and paragraphs[0].startswith(f"{name}("):
+        paragraphs = paragraphs[1:]
+    return paragraphs[0] if paragraphs else ""
 
 
 def _trivial(body: list[ast.stmt]) -> bool:
@@ -98,7 +104,7 @@ def functions_in_module(tree: ast.Module, lines: list[str], module: str) -> list
                     continue
                 source = _source_without_docstring(node, lines)
                 if source:
-                    found.append(Function(f"{module}:{prefix}{node.name}", docstring_summary(doc), source))
+                    found.append(Function(f"{module}:{prefix}{node.name}", docstring_summary(doc, node.name), source))
 
     visit(tree.body, "")
     return found

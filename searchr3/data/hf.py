@@ -84,6 +84,36 @@ def _is_saved(folder: Path) -> bool:
     return any((folder / "corpus" / f).is_file() for f in ("dataset_info.json", "dataset_dict.json", "state.json"))
 
 
+def _saved_parts(folder: Path, split: str):
+    """``(corpus, queries, qrels DatasetDict, where)`` of a folder of ``save_to_disk`` outputs."""
+    import datasets
+
+    where = {"corpus": f"{folder / 'corpus'}", "queries": f"{folder / 'queries'}",
+             "qrels": f"{folder / 'qrels'}[{split}]"}
+    corpus = _single_split(datasets.load_from_disk(str(folder / "corpus")), where["corpus"])
+    queries = _single_split(datasets.load_from_disk(str(folder / "queries")), where["queries"])
+    return corpus, queries, datasets.load_from_disk(str(folder / "qrels")), where
+
+
+def _repo_parts(source: str, split: str, configs: tuple[str, str, str], revision: str | None,
+                cache_dir: str | None):
+    """``(corpus, queries, qrels DatasetDict, where)`` of a dataset repo, via ``load_dataset``."""
+    import datasets
+
+    if not Path(source).exists() and (source.startswith((".", "/", "~")) or source.count("/") > 1):
+        raise DataError(source, None, "missing_file", "neither a local folder nor a hub id ([owner/]name)")
+    corpus_config, queries_config, qrels_config = configs
+    where = {"corpus": f"{source}[{corpus_config}]", "queries": f"{source}[{queries_config}]",
+             "qrels": f"{source}[{qrels_config}/{split}]"}
+
+    def load(config: str):
+        return datasets.load_dataset(source, config, revision=revision, cache_dir=cache_dir)
+
+    corpus = _single_split(load(corpus_config), where["corpus"])
+    queries = _single_split(load(queries_config), where["queries"])
+    return corpus, queries, load(qrels_config), where
+
+
 def load_hf(name_or_path: str | Path, split: str = "test", *, corpus_config: str = "corpus",
             queries_config: str = "queries", qrels_config: str = "default", revision: str | None = None,
             name: str | None = None, cache_dir: str | Path | None = None) -> RetrievalSet:
@@ -94,31 +124,20 @@ def load_hf(name_or_path: str | Path, split: str = "test", *, corpus_config: str
     import datasets
 
     source = str(name_or_path)
-    label = name or Path(source.rstrip("/")).name
     folder = Path(source)
     if folder.is_dir() and _is_saved(folder):
-        corpus_ds = _single_split(datasets.load_from_disk(str(folder / "corpus")), f"{folder / 'corpus'}")
-        queries_ds = _single_split(datasets.load_from_disk(str(folder / "queries")), f"{folder / 'queries'}")
-        qrels_dict = datasets.load_from_disk(str(folder / "qrels"))
-        where = {"corpus": f"{folder / 'corpus'}", "queries": f"{folder / 'queries'}",
-                 "qrels": f"{folder / 'qrels'}[{split}]"}
         layout = "save_to_disk"
+        corpus_ds, queries_ds, qrels_dict, where = _saved_parts(folder, split)
     else:
-        cache = str(cache_dir) if cache_dir is not None else None
-        if not folder.exists() and (source.startswith((".", "/")) or source.count("/") != 1):
-            raise DataError(source, None, "missing_file", "neither a local folder nor a hub id (owner/name)")
-        corpus_ds = _single_split(datasets.load_dataset(source, corpus_config, revision=revision, cache_dir=cache),
-                                  f"{source}[{corpus_config}]")
-        queries_ds = _single_split(datasets.load_dataset(source, queries_config, revision=revision, cache_dir=cache),
-                                   f"{source}[{queries_config}]")
-        qrels_dict = datasets.load_dataset(source, qrels_config, revision=revision, cache_dir=cache)
-        where = {"corpus": f"{source}[{corpus_config}]", "queries": f"{source}[{queries_config}]",
-                 "qrels": f"{source}[{qrels_config}/{split}]"}
         layout = "load_dataset"
+        corpus_ds, queries_ds, qrels_dict, where = _repo_parts(
+            source, split, (corpus_config, queries_config, qrels_config), revision,
+            str(cache_dir) if cache_dir is not None else None)
     if not isinstance(qrels_dict, datasets.DatasetDict) or split not in qrels_dict:
         found = sorted(qrels_dict) if isinstance(qrels_dict, datasets.DatasetDict) else "a single Dataset"
         raise DataError(where["qrels"], None, "missing_split", f"no qrels split {split!r} (found {found})")
     corpus = _texts(corpus_ds, "corpus", where["corpus"])
     queries = _texts(queries_ds, "queries", where["queries"])
-    return assemble(label, corpus, queries, _judgements(qrels_dict[split], where["qrels"]), where["qrels"],
+    return assemble(name or Path(source.rstrip("/")).name, corpus, queries,
+                    _judgements(qrels_dict[split], where["qrels"]), where["qrels"],
                     meta={"format": "hf", "layout": layout, "source": source, "split": split, "revision": revision})

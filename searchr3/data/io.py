@@ -37,7 +37,10 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise DataError(path, number, "non_utf8", f"byte {raw[err.start]:#04x} at column {err.start + 1}") from None
+                detail = f"byte {raw[err.start]:#04x} at column {err.start + 1}"
+                raise DataError(path, number, "non_utf8", detail) from None
+            if number == 1:
+                line = line.removeprefix("\ufeff")  # a byte-order mark is not content
             if not line.strip():
                 continue
             seen_any = True

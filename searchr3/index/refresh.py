@@ -74,10 +74,7 @@ def refresh(index: DocumentIndex, doc_ids: Sequence[str], encode_fn: EncodeFn, v
     doc_ids = list(doc_ids)
     if not doc_ids:
         return 0
-    missing = [d for d in doc_ids if d not in index.texts]
-    if missing:
-        raise KeyError(f"no text stored for {len(missing)} doc id(s), e.g. {missing[:3]}; build() or update(texts=...) first")
-    vectors = encode_in_batches(encode_fn, [index.texts[d] for d in doc_ids], index.encode_batch, progress, desc="refresh")
+    vectors = encode_in_batches(encode_fn, _texts_of(index, doc_ids), index.encode_batch, progress, desc="refresh")
     index.update(doc_ids, vectors, version)
     return len(doc_ids)
 
@@ -90,7 +87,7 @@ def fidelity(index: DocumentIndex, fresh: np.ndarray | EncodeFn, probe_query_vec
     structure as the live one (for IVF the same clusters), so the figure measures staleness only.
     """
     if callable(fresh):
-        fresh = encode_in_batches(fresh, [index.texts[d] for d in index.doc_ids], index.encode_batch, desc="fidelity")
+        fresh = encode_in_batches(fresh, _texts_of(index, index.doc_ids), index.encode_batch, desc="fidelity")
     reference = index.with_vectors(np.asarray(fresh, dtype=np.float32), version=int(index.versions.max()))
     k = min(int(k), len(index))
     _, live = index.search_labels(probe_query_vectors, k)
@@ -184,6 +181,14 @@ class RefreshPolicy:
             probe = np.asarray(probe_query_vectors, dtype=np.float32)[:cfg.probe_size]
             stats["fidelity"] = fidelity(self.index, encode_fn if fresh is None else fresh, probe, k=10)
         return stats
+
+
+def _texts_of(index: DocumentIndex, doc_ids: Sequence[str]) -> list[str]:
+    missing = [d for d in doc_ids if d not in index.texts]
+    if missing:
+        raise KeyError(f"no text stored for {len(missing)} doc id(s), e.g. {missing[:3]}; "
+                       "build(), update(texts=...) or load_snapshot(texts=...) first")
+    return [index.texts[d] for d in doc_ids]
 
 
 def _round_robin(rows: Sequence[Sequence[int]]) -> list[int]:

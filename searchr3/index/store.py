@@ -172,7 +172,8 @@ class DocumentIndex:
             return {"mean_lag": 0.0, "max_lag": 0.0}
         lag = int(current_version) - self.versions
         if lag.min() < 0:
-            raise ValueError(f"current_version {current_version} is older than a stored vector (version {self.versions.max()})")
+            raise ValueError(f"current_version {current_version} is older than a stored vector "
+                             f"(version {self.versions.max()})")
         return {"mean_lag": float(lag.mean()), "max_lag": float(lag.max())}
 
     def with_vectors(self, vectors: np.ndarray, version: int) -> "DocumentIndex":

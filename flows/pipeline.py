@@ -1,0 +1,73 @@
+"""The training flow: base model → data → validate → traces → SFT → RL → index snapshot → evaluate.
+
+Each step is a task in ``tasks.stages`` over the same ``searchr3.stages`` function that ``dvc repro`` runs,
+so this flow and the DVC pipeline cannot drift apart. This flow calls the stages directly (every stage runs;
+use it for ad-hoc runs and variants via ``overrides``); the nightly flow runs them through ``dvc repro`` so
+unchanged stages are skipped. Bad data fails the ``validate`` task — its report is attached as an artifact —
+and nothing is trained.
+
+    python -m flows.pipeline --profile tiny --set rl.steps=2
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+
+from prefect import flow, get_run_logger
+
+from searchr3 import stages
+from searchr3.config import load_params
+from tasks.stages import STAGE_TASKS
+
+
+@flow(name="training-pipeline", log_prints=True)
+def training_pipeline(params_path: str = "params.yaml", profile: str | None = None, overrides: dict | None = None,
+                      stop_after: str | None = None, progress: bool = False) -> dict:
+    """Run the stages in order; ``overrides`` are dotted params keys ({"sft.lr": 1e-4}).
+
+    ``stop_after`` names the last stage to run (e.g. ``validate`` to only build and check the data).
+    Returns ``metrics/eval.json`` when ``evaluate`` ran, else the last stage's summary.
+    """
+    if stop_after is not None and stop_after not in stages.STAGES:
+        raise ValueError(f"stop_after must be one of {list(stages.STAGES)}, not {stop_after!r}")
+    params = load_params(params_path, profile, overrides)
+    get_run_logger().info("profile %s, overrides %s", params["_profile"], overrides or {})
+    result: dict = {}
+    for name, stage_task in STAGE_TASKS.items():
+        kwargs = {"progress": progress} if "progress" in inspect.signature(stage_task.fn).parameters else {}
+        result = stage_task(params, **kwargs)
+        if name == stop_after:
+            break
+    return result
+
+
+def _override(item: str) -> tuple[str, object]:
+    """``KEY=VALUE`` → (key, value); the value is parsed as JSON when it can be (``2``, ``1e-4``, ``[1]``)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
+    try:
+        return key, json.loads(text)
+    except json.JSONDecodeError:
+        return key, text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--profile", default=None)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=_override,
+                        help="dotted params override, value parsed as JSON when it can be (repeatable)")
+    parser.add_argument("--stop-after", choices=stages.STAGES, default=None)
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args(argv)
+    overrides = dict(args.set)
+    state = training_pipeline(args.params, args.profile, overrides or None, args.stop_after, args.progress,
+                              return_state=True)
+    return 0 if state.is_completed() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""The promotion gate: a retrained model replaces production only if it is not worse on the gate set.
+
+Rule: promote when ``candidate >= production - tolerance`` on ``metric`` (nDCG@10) of the gate set
+(``searchr3.stages.gate_set``), both read from ``metrics/eval.json`` shaped
+``{dataset: {system: {"ndcg@10": ...}}}``. With no production record the first candidate is promoted.
+
+Promotion (:func:`promote`) copies the candidate model and its index snapshot into
+``production/releases/<release_id>/`` (the workspace's ``models/`` are overwritten by the next run, so
+production must not point at them), then writes ``production/record.json`` atomically, then prunes old
+releases. The record is written last: a run that crashes at any earlier point leaves production as it
+was. A rejection writes nothing.
+
+This module never imports Prefect or DVC; the Prefect task in ``tasks/promote.py`` calls it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from searchr3.data.io import atomic_directory
+
+MODEL_DIRS = {"base": "models/base", "sft": "models/sft", "rl": "models/rl"}
+RELEASES_IGNORE = "# promoted models and index copies: large, recoverable from the DVC remote\n*\n"
+
+
+@dataclass
+class PromoteConfig:
+    """``promote:`` section of params.yaml."""
+
+    tolerance: float = 0.005  # promote when candidate >= production - tolerance (metric on the gate set)
+    metric: str = "ndcg@10"  # the metric of metrics/eval.json the gate compares
+    candidate: str = "rl"  # system of metrics/eval.json that is promoted ("rl", "rl+reasoning" ...)
+    fallback: list[str] = field(default_factory=lambda: ["sft"])  # if the candidate was not evaluated: best of these
+    record: str = "production/record.json"  # what the search command serves (searchr3/production.py reads it)
+    releases: str = "production/releases"  # promoted model + index copies; git-ignored by a .gitignore inside
+    keep_releases: int = 2  # releases kept on disk (the current one included); older ones live in the DVC remote
+    dvc_remote: str = "local"  # DVC remote `dvc push` sends the pipeline's outputs to on promotion; "" = no push
+    dvc_remote_url: str = ".dvc-remote"  # used to create dvc_remote when missing (a local folder inside the repo,
+    #                                      git-ignored by a .gitignore inside; a team sets s3://... or ssh://...)
+
+
+@dataclass
+class Decision:
+    promote: bool
+    reason: str
+    candidate: float | None  # the candidate's metric on the gate set (None: not evaluated there)
+    production: float | None  # production's metric on the gate set (None: no production, or not comparable)
+    system: str | None = None  # the system of metrics/eval.json that was gated
+    gate_set: str = ""
+    metric: str = "ndcg@10"
+    tolerance: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _value(metrics: dict, gate_set: str, system: str, metric: str) -> float | None:
+    value = (metrics.get(gate_set) or {}).get(system, {}).get(metric)
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def choose_system(metrics: dict, gate_set: str, candidate: str = "rl", fallback: Sequence[str] = ("sft",),
+                  metric: str = "ndcg@10") -> str | None:
+    """``candidate`` if it was scored on the gate set, else the best-scoring of ``fallback``, else None."""
+    if _value(metrics, gate_set, candidate, metric) is not None:
+        return candidate
+    scored = [(v, s) for s in fallback if (v := _value(metrics, gate_set, s, metric)) is not None]
+    return max(scored)[1] if scored else None
+
+
+def production_value(record: dict, gate_set: str, metric: str = "ndcg@10") -> float | None:
+    """Production's ``metric`` on ``gate_set``, from the metrics saved in its record (None: not measured there)."""
+    gate = record.get("gate") or {}
+    if gate.get("set") == gate_set and gate.get("metric") == metric and gate.get("value") is not None:
+        return float(gate["value"])
+    return _value(record.get("metrics") or {}, gate_set, record.get("system") or "", metric)
+
+
+def decide(candidate_metrics: dict, production_record: dict | None, gate_set: str, tolerance: float,
+           candidate: str = "rl", fallback: Sequence[str] = ("sft",), metric: str = "ndcg@10") -> Decision:
+    """Promote iff the candidate's ``metric`` on ``gate_set`` >= production's - ``tolerance``.
+
+    ``candidate_metrics`` is ``metrics/eval.json``; ``production_record`` is ``production/record.json``
+    (None: nothing in production yet, so any evaluated candidate is promoted).
+    """
+    if tolerance < 0:
+        raise ValueError(f"promote.tolerance must be >= 0, got {tolerance}")
+    base = {"gate_set": gate_set, "metric": metric, "tolerance": tolerance}
+    system = choose_system(candidate_metrics, gate_set, candidate, fallback, metric)
+    if system is None:
+        tried = ", ".join([candidate, *fallback])
+        return Decision(False, f"no candidate ({tried}) has {metric} on the gate set {gate_set!r} in the evaluation "
+                               "metrics", None, None, None, **base)
+    value = _value(candidate_metrics, gate_set, system, metric)
+    note = "" if system == candidate else f" ({candidate} was not evaluated; best fallback is {system})"
+    if production_record is None:
+        return Decision(True, f"first promotion: {system} {metric}={value:.4f} on {gate_set}{note}", value, None,
+                        system, **base)
+    current = production_value(production_record, gate_set, metric)
+    if current is None:
+        return Decision(False, f"production has no {metric} on {gate_set!r} (it was gated on "
+                               f"{(production_record.get('gate') or {}).get('set')!r}); the two cannot be compared. "
+                               "Evaluate production on this set or promote by hand", value, None, system, **base)
+    floor = current - tolerance
+    verdict = (f"{system} {metric}={value:.4f} vs production {current:.4f} on {gate_set} "
+               f"(tolerance {tolerance}: floor {floor:.4f}){note}")
+    if value >= floor:
+        return Decision(True, f"promote: {verdict}", value, current, system, **base)
+    return Decision(False, f"reject: {verdict}; {value:.4f} < {floor:.4f}", value, current, system, **base)
+
+
+def file_sha256(path: str | Path) -> str | None:
+    p = Path(path)
+    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+
+
+def git_revision(cwd: str | Path = ".") -> dict:
+    """``{"rev": HEAD sha or None, "dirty": bool or None}`` of the git work tree at ``cwd``."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    rev = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if rev else None
+    return {"rev": rev, "dirty": None if status is None else bool(status)}
+
+
+def write_record(record: dict, path: str | Path) -> Path:
+    """Write ``record`` as JSON: temp file beside ``path``, fsync, ``os.replace``, fsync the folder.
+
+    Readers (and a crash at any point) see the old record or the new one, never a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(record, handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def release_id(now: dt.datetime, run_id: str | None) -> str:
+    return now.strftime("%Y%m%dT%H%M%SZ") + (f"-{run_id[:8]}" if run_id else "")
+
+
+def copy_release(model_dir: str | Path, index_dir: str | Path | None, releases: str | Path, name: str,
+                 dvc_lock: str | Path = "dvc.lock") -> dict[str, str | None]:
+    """Copy the model, index snapshot and dvc.lock into ``releases/name`` (built aside, renamed into place)."""
+    releases = Path(releases)
+    releases.mkdir(parents=True, exist_ok=True)
+    ignore = releases / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text(RELEASES_IGNORE)
+    target = releases / name
+    with atomic_directory(target) as tmp:
+        shutil.copytree(model_dir, tmp / "model")
+        if index_dir is not None:
+            shutil.copytree(index_dir, tmp / "index")
+        if Path(dvc_lock).is_file():
+            shutil.copy2(dvc_lock, tmp / "dvc.lock")
+    return {"model": str(target / "model"), "index": str(target / "index") if index_dir is not None else None,
+            "dvc_lock": str(target / "dvc.lock") if Path(dvc_lock).is_file() else None}
+
+
+def prune_releases(releases: str | Path, keep: int, current: str) -> list[str]:
+    """Delete all but the newest ``keep`` releases (names sort by time); never ``current``."""
+    folders = sorted(p for p in Path(releases).iterdir() if p.is_dir() and not p.name.startswith("."))
+    doomed = [p for p in folders[:-keep] if p.name != current] if keep > 0 else []
+    for p in doomed:
+        shutil.rmtree(p)
+    return [p.name for p in doomed]
+
+
+def matching_index(index_dir: str | Path, model_dir: str, cwd: str | Path = ".") -> Path | None:
+    """``cwd/index_dir`` if its manifest says ``model_dir`` encoded it (else None: not servable with that model).
+
+    The index stage writes ``model_path`` relative to the repo root (``models/rl``).
+    """
+    folder = Path(cwd) / index_dir
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        return None
+    model_path = json.loads(manifest.read_text()).get("model_path")
+    if not model_path:
+        return None
+    same = (Path(cwd) / model_path).resolve() == (Path(cwd) / model_dir).resolve()
+    return folder if same else None
+
+
+def promote(decision: Decision, metrics: dict, config: PromoteConfig, *, index_dir: str | Path = "indexes/production",
+            run_id: str | None = None, dvc_remote: str | None = None, now: dt.datetime | None = None,
+            cwd: str | Path = ".") -> dict:
+    """Copy the gated system's model (+ its index snapshot) into a release and make it production.
+
+    Returns the new record. ``decision`` must say promote; paths are relative to ``cwd`` (the repo root).
+    """
+    if not decision.promote or not decision.system:
+        raise ValueError(f"refusing to promote: {decision.reason}")
+    cwd = Path(cwd)
+    now = now or dt.datetime.now(dt.timezone.utc)
+    model_dir = MODEL_DIRS.get(decision.system.split("+", 1)[0])
+    if model_dir is None or not (cwd / model_dir).is_dir():
+        raise FileNotFoundError(f"{cwd / str(model_dir)}: the model of system {decision.system!r} is missing")
+    index = matching_index(index_dir, model_dir, cwd)
+    name = release_id(now, run_id)
+    paths = copy_release(cwd / model_dir, index, cwd / config.releases, name, cwd / "dvc.lock")
+    previous = _read(cwd / config.record)
+    git = git_revision(cwd)
+    record = {
+        "model": str(Path(config.releases) / name / "model"),
+        "index": str(Path(config.releases) / name / "index") if paths["index"] else None,
+        "system": decision.system,
+        "source": {"model": model_dir, "index": str(index_dir) if index else None},
+        "gate": {"set": decision.gate_set, "metric": decision.metric, "value": decision.candidate,
+                 "production_before": decision.production, "tolerance": decision.tolerance,
+                 "reason": decision.reason},
+        "metrics": metrics,
+        "git_rev": git["rev"],
+        "git_dirty": git["dirty"],
+        "dvc_lock": {"sha256": file_sha256(cwd / "dvc.lock"),
+                     "copy": str(Path(config.releases) / name / "dvc.lock") if paths["dvc_lock"] else None},
+        "dvc_remote": dvc_remote,
+        "promoted_at": now.isoformat(timespec="seconds"),
+        "run": run_id,
+        "release": name,
+        "previous": {k: previous.get(k) for k in ("release", "model", "promoted_at", "run")} if previous else None,
+    }
+    write_record(record, cwd / config.record)
+    prune_releases(cwd / config.releases, config.keep_releases, name)
+    return record
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,134 @@
+"""Pieces both trainers share: seeding, autocast, LoRA wrapping, forward passes, checkpoints, export."""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from searchr3.model.embedder import cpu_supports_bf16, last_token_positions
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def use_bf16(setting: str | bool, device: torch.device) -> bool:
+    """``auto``: bf16 autocast on CUDA and on CPUs with AVX-512 BF16/AMX."""
+    if isinstance(setting, bool):
+        return setting
+    if setting == "auto":
+        return device.type == "cuda" or cpu_supports_bf16()
+    return setting in ("bf16", "true", "yes")
+
+
+def autocast(enabled: bool, device: torch.device):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if enabled else nullcontext()
+
+
+def causal_lm(model):
+    """The underlying ``*ForCausalLM`` (a peft model's LoRA layers live inside it)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def hidden_and_logits(model, ids, mask, pos, want_logits: bool):
+    """One forward pass: final (normed) hidden states, and the LM logits when asked for."""
+    lm = causal_lm(model)
+    body = getattr(lm, lm.base_model_prefix)
+    hidden = body(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
+    logits = lm.get_output_embeddings()(hidden) if want_logits else None
+    return hidden, logits
+
+
+def pool(hidden: torch.Tensor, ids: torch.Tensor, embed_id: int) -> torch.Tensor:
+    pos = last_token_positions(ids, embed_id)
+    vec = hidden[torch.arange(hidden.shape[0], device=hidden.device), pos].float()
+    return torch.nn.functional.normalize(vec, dim=-1)
+
+
+def wrap_lora(model, r: int, alpha: int, dropout: float, targets: list[str], embed_id: int):
+    """LoRA adapters on ``targets`` plus a trainable row for the embed token (so gradients reach it)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+                        trainable_token_indices=[embed_id], task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def trainable_state(model) -> dict:
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model, state: dict) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+def lr_factor(step: int, warmup: int, total: int, floor: float = 0.1) -> float:
+    """Linear warm-up to 1, then linear decay to ``floor`` at ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    span = max(total - warmup, 1)
+    return max(floor, 1.0 - (1.0 - floor) * (step - warmup) / span)
+
+
+def fingerprint(config, model_checksum: str, rows: list[dict], extra=None) -> str:
+    """Identity of a run: a checkpoint is resumed only by the run that wrote it."""
+    import dataclasses
+    import hashlib
+    import json
+
+    payload = json.dumps([dataclasses.asdict(config), model_checksum, rows, extra], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def save_checkpoint(folder: str | Path, state: dict) -> None:
+    """Atomically replace ``folder/checkpoint.pt`` (write to a temp file, then rename)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".ckpt.", dir=folder)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, folder / CHECKPOINT_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(folder: str | Path) -> dict | None:
+    path = Path(folder) / CHECKPOINT_FILE
+    return torch.load(path, weights_only=False) if path.exists() else None
+
+
+def export_model(model, tokenizer, out: str | Path, manifest: dict) -> Path:
+    """Merge LoRA (if any) and write a plain ``save_pretrained`` folder the Embedder loads."""
+    from searchr3.model.materialize import save_model
+
+    plain = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    return save_model(plain.float(), tokenizer, out, manifest)
+
+
+def clear_dir(path: str | Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

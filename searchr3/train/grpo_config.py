@@ -1,0 +1,46 @@
+"""``rl:`` section of params.yaml — every knob of stage 2 (GRPO against the live index), with its default and meaning.
+
+The index itself (FAISS structure, refresh budget, fidelity probes) is configured in ``index:``
+(``searchr3.index.config``). The defaults here fit the CPU budget (SmolLM2-135M, about 15 minutes
+including the index build); the GPU profile raises steps, queries, group size and lengths.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class GRPOConfig:
+    mode: str = "lora"  # lora | full
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0  # 0 keeps a killed-and-resumed run bit-identical to an uninterrupted one
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    steps: int = 12  # optimizer steps = policy versions added; one index refresh after each
+    queries_per_step: int = 4  # training queries per step (each gets a group of group_size traces)
+    group_size: int = 4  # G: traces sampled per query; advantages are normalised within the group (>= 2)
+    temperature: float = 0.8  # sampling temperature of the traces (> 0: a group needs different traces)
+    max_new_tokens: int = 24  # cap on the generated reasoning per trace
+    max_query_tokens: int = 48  # query text is truncated to this many tokens inside the prompt
+    max_doc_tokens: int = 128  # document text truncated to this many tokens (index encoding and the InfoNCE term)
+    lr: float = 1.0e-4  # LoRA default; use about 1e-5 for mode: full
+    warmup_steps: int = 2  # linear warm-up, then linear decay to 0.1 x lr at the last step
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    clip_eps: float = 0.2  # ε of the clipped surrogate: ratio kept in [1 - ε, 1 + ε]
+    beta: float = 0.04  # weight of the k3 KL(policy ‖ reference) penalty on the generated tokens
+    updates_per_step: int = 1  # optimizer updates on the same samples (> 1 makes the ratio and clipping matter)
+    reward_cutoff: int = 10  # rank reward 1/log2(1 + rank) up to this rank, 0 beyond
+    w_rank: float = 1.0  # weight of the rank reward
+    w_format: float = 0.1  # reward for emitting <|embed_token|> without the fallback suffix
+    lambda_nce: float = 0.1  # weight of InfoNCE on (direct query, positive, negatives) keeping documents aligned; 0 = off
+    nce_temperature: float = 0.05  # InfoNCE τ
+    nce_doc_grad: bool = False  # back-propagate the InfoNCE term through the documents too (GPU); False: query side only
+    negatives_per_query: int = 1  # mined hard negatives per query in the InfoNCE term (and refreshed as "used")
+    max_corpus_docs: int = 1000  # index at most this many docs: every doc the run's rows use + seeded distractors; 0 = all
+    micro_batch: int = 16  # sequences per forward pass / backward chunk (generation, scoring and update)
+    final_refresh: bool = True  # re-encode every stale vector with the final policy before saving the index snapshot
+    precision: str = "auto"  # bf16 autocast: auto | bf16 | fp32
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 4  # atomic checkpoint (weights, optimizer, RNG, index) every N steps and at the end
+    seed: int = 0

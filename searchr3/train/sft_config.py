@@ -1,0 +1,44 @@
+"""``sft:`` section of params.yaml — every knob of stage 1, with its default and meaning."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SFTConfig:
+    mode: str = "lora"  # lora | full
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0  # 0 keeps a killed-and-resumed run bit-identical to an uninterrupted one
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    steps: int = 60  # optimizer steps
+    batch_size: int = 8  # queries per optimizer step (split into grad_accum micro-batches)
+    grad_accum: int = 1
+    lr: float = 2.0e-4
+    warmup_steps: int = 5
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    negatives_per_query: int = 1  # mined hard negatives used per query (<= what the data stage mined)
+    max_query_tokens: int = 48
+    max_doc_tokens: int = 128
+    max_trace_tokens: int = 48
+    doc_grad: bool = False  # back-propagate through the document side too (GPU); False: documents encoded without grad (CPU default)
+    temperature: float = 0.05  # InfoNCE τ
+    in_batch_negatives: bool = True
+    margin: float = 0.1  # triplet θ
+    lambda_nce: float = 1.0
+    lambda_tri: float = 0.1
+    lambda_ce: float = 0.1
+    lambda_kl: float = 0.05
+    traces: str = "self"  # self | file | none — where the reasoning traces for CE/KL come from
+    traces_file: str = ""  # JSONL {query_id, trace} (traces: file) from any stronger teacher
+    trace_queries: int = 64  # self: how many training queries get sampled traces
+    trace_samples: int = 2  # self: traces sampled per query (rejection sampling keeps the helpful ones)
+    trace_temperature: float = 0.7
+    precision: str = "auto"  # bf16 autocast: auto | bf16 | fp32
+    gradient_checkpointing: bool = False
+    eval_every: int = 20  # dev nDCG@10 every N steps (and at the end); best checkpoint is exported
+    dev_max_queries: int = 100
+    dev_max_docs: int = 400  # dev corpus cap during training (positives always kept)
+    checkpoint_every: int = 10
+    seed: int = 0

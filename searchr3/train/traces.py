@@ -1,0 +1,87 @@
+"""Reasoning traces for the SFT CE/KL terms.
+
+A small model has no teacher, so the source is a parameter (``sft.traces``):
+  ``self``  the reference (base) model samples ``trace_samples`` traces per training query at
+            ``trace_temperature``; a trace is kept when the query embedded *after* it separates the
+            positive from its hard negatives by a wider margin than the query embedded directly
+            (rejection sampling; every candidate is recorded with both scores);
+  ``file``  a JSONL of ``{"query_id", "trace"}`` from any stronger teacher (e.g. a large model on a GPU);
+  ``none``  no traces: contrastive terms only.
+The output is a JSONL file (one line per candidate, ``kept`` marks the ones used), made once and reused.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+
+from searchr3.data.errors import DataError
+from searchr3.data.io import read_jsonl, write_json_atomic
+
+
+def margin(q: np.ndarray, pos: np.ndarray, negs: np.ndarray) -> float:
+    """cos(q, positive) - max cos(q, negative); vectors are normalised."""
+    return float(q @ pos - (negs @ q).max()) if len(negs) else float(q @ pos)
+
+
+def sample_self_traces(embedder, rows: list[dict], n_queries: int, n_samples: int, temperature: float,
+                       max_new_tokens: int, seed: int = 0, progress: bool = True, negatives: int = 3) -> list[dict]:
+    """Rejection-sample traces with ``embedder`` (the frozen reference); returns one record per candidate.
+
+    The margin is measured against the first ``negatives`` mined negatives of each row."""
+    import torch
+
+    rng = random.Random(seed)
+    chosen = rows[:]
+    rng.shuffle(chosen)
+    chosen = [dict(r, negatives=r["negatives"][:negatives]) for r in chosen if r["negatives"]][:n_queries]
+    if not chosen:
+        return []
+    texts = sorted({r["positive"] for r in chosen} | {n for r in chosen for n in r["negatives"]})
+    doc_vec = dict(zip(texts, embedder.encode_documents(texts, progress=progress)))
+    direct = embedder.encode_queries([r["query"] for r in chosen]).vectors
+    records = []
+    torch.manual_seed(seed)
+    for sample in range(n_samples):
+        gen = embedder.generate_reasoning([r["query"] for r in chosen], temperature=temperature,
+                                          max_new_tokens=max_new_tokens, progress=progress)
+        vectors = embedder.encode_ids(gen.full_ids)
+        for i, r in enumerate(chosen):
+            pos, negs = doc_vec[r["positive"]], np.stack([doc_vec[n] for n in r["negatives"]])
+            base, score = margin(direct[i], pos, negs), margin(vectors[i], pos, negs)
+            records.append({"query_id": r["query_id"], "sample": sample, "trace": gen.traces[i],
+                            "emitted": gen.emitted[i], "score": round(score, 6), "baseline": round(base, 6),
+                            "kept": score > base})
+    return records
+
+
+def best_kept(records: list[dict]) -> dict[str, str]:
+    """query_id -> the kept trace with the highest score."""
+    best: dict[str, dict] = {}
+    for r in records:
+        if r.get("kept", True) and r["trace"].strip():
+            if r["query_id"] not in best or r.get("score", 0) > best[r["query_id"]].get("score", 0):
+                best[r["query_id"]] = r
+    return {q: r["trace"] for q, r in best.items()}
+
+
+def read_traces(path: str | Path) -> list[dict]:
+    """Read a traces JSONL (``file`` source or our own output); each line needs query_id and trace."""
+    records = []
+    for line, record in read_jsonl(path):
+        for key in ("query_id", "trace"):
+            if not isinstance(record.get(key), str):
+                raise DataError(path, line, "missing_field", f"{key!r} must be a string")
+        records.append(record)
+    return records
+
+
+def write_traces(path: str | Path, records: list[dict], summary: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(path)
+    write_json_atomic(path.with_suffix(".summary.json"), summary)

@@ -1,0 +1,178 @@
+"""Run the suites with Great Expectations (ephemeral context, pandas data source).
+
+Every run writes Data Docs HTML (``<report_dir>/data_docs/index.html``, replaced atomically) and
+``<report_dir>/summary.json``; when a rule is broken it raises :class:`ValidationFailed`, whose
+message names the dataset, the expectation, the rule and a few offending rows.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from searchr3.data.build import eval_set_dirs, load_train, load_train_corpus
+from searchr3.data.errors import DataError
+from searchr3.data.io import atomic_directory, write_json_atomic
+from searchr3.validate.config import ValidateConfig
+from searchr3.validate.frames import balance_frame, beir_frames, train_frame
+from searchr3.validate.suites import Check, balance_check, corpus_check, qrels_check, queries_check, train_check
+
+log = logging.getLogger(__name__)
+DOCS_SITE = "searchr3"
+
+
+class ValidationFailed(Exception):
+    """Some expectation failed; ``summary`` is what summary.json holds."""
+
+    def __init__(self, message: str, summary: dict):
+        super().__init__(message)
+        self.summary = summary
+
+
+def _context(docs_dir: Path):
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    context.add_data_docs_site(site_name=DOCS_SITE, site_config={
+        "class_name": "SiteBuilder",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    })
+    return context
+
+
+def _plain(value):
+    """JSON-safe form of a value GX reports (numpy scalars, NaN)."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value if isinstance(value, str | int | float | bool | type(None)) else str(value)
+
+
+def _describe(check: Check, result, examples: int) -> dict:
+    config = result.expectation_config
+    res = result.result or {}
+    rows = res.get("partial_unexpected_index_list") or res.get("partial_unexpected_list") or []
+    entry = {
+        "rule": (config.meta or {}).get("rule", config.type),
+        "expectation": config.type,
+        "column": config.kwargs.get("column") or config.kwargs.get("column_list"),
+        "success": bool(result.success),
+        "unexpected_count": res.get("unexpected_count"),
+        "element_count": res.get("element_count"),
+        "examples": _plain(list(rows)[:examples]),
+    }
+    if "observed_value" in res:
+        entry["observed_value"] = _plain(res["observed_value"])
+    if result.exception_info and result.exception_info.get("raised_exception"):
+        entry["error"] = str(result.exception_info.get("exception_message"))
+    return entry
+
+
+def run_checks(checks: list[Check], config: ValidateConfig, target: str, report_dir: str | Path | None = None) -> dict:
+    """Validate every table, write Data Docs and summary.json; raise ValidationFailed on a broken rule."""
+    import great_expectations as gx
+
+    report_dir = Path(report_dir or config.report_dir)
+    start = time.perf_counter()
+    tables = []
+    with atomic_directory(report_dir / "data_docs") as docs_dir:
+        context = _context(docs_dir)
+        source = context.data_sources.add_pandas("searchr3")
+        for check in checks:
+            batch = source.add_dataframe_asset(name=check.name).add_batch_definition_whole_dataframe("all")
+            suite = context.suites.add(gx.ExpectationSuite(name=check.name, expectations=check.expectations))
+            definition = context.validation_definitions.add(gx.ValidationDefinition(name=check.name, data=batch,
+                                                                                    suite=suite))
+            index = [c for c in check.index_columns if c in check.frame.columns]
+            outcome = definition.run(batch_parameters={"dataframe": check.frame}, result_format={
+                "result_format": "SUMMARY", "unexpected_index_column_names": index,
+                "partial_unexpected_count": config.examples})
+            results = [_describe(check, r, config.examples) for r in outcome.results]
+            tables.append({"dataset": check.name, "rows": len(check.frame), "success": bool(outcome.success),
+                           "expectations": len(results), "failed": [r for r in results if not r["success"]]})
+            log.info("validated %s: %s", check.name, "ok" if outcome.success else "FAILED")
+        context.build_data_docs(site_names=[DOCS_SITE])  # not GX's default temporary site
+    summary = {"target": target, "success": all(t["success"] for t in tables),
+               "wall_seconds": round(time.perf_counter() - start, 3),
+               "data_docs": str(report_dir / "data_docs" / "index.html"), "tables": tables}
+    write_json_atomic(report_dir / "summary.json", summary)
+    if not summary["success"]:
+        raise ValidationFailed(failure_message(summary), summary)
+    return summary
+
+
+def failure_message(summary: dict) -> str:
+    broken = [(t, f) for t in summary["tables"] for f in t["failed"]]
+    lines = [f"validation of {summary['target']} failed: {len(broken)} rule(s) broken "
+             f"(details: {summary['data_docs']})"]
+    for table, fail in broken:
+        count = ("" if fail["unexpected_count"] is None
+                 else f": {fail['unexpected_count']} of {fail['element_count']} rows")
+        observed = f" (observed {fail['observed_value']})" if "observed_value" in fail else ""
+        lines.append(f"  {table['dataset']}: rule {fail['rule']} ({fail['expectation']} on {fail['column']}){count}"
+                     f"{observed}")
+        for example in fail["examples"]:
+            lines.append(f"      e.g. {json.dumps(example, ensure_ascii=False)[:300]}")
+        if fail.get("error"):
+            lines.append(f"      error: {fail['error']}")
+    return "\n".join(lines)
+
+
+def beir_checks(folder: str | Path, split: str, config: ValidateConfig, name: str | None = None) -> list[Check]:
+    folder = Path(folder)
+    name = name or f"{folder.name}-{split}"
+    frames = beir_frames(folder, split)
+    return [corpus_check(name, frames["corpus"], config), queries_check(name, frames["queries"], config),
+            qrels_check(name, frames["qrels"])]
+
+
+def validate_dataset(folder: str | Path, split: str = "test", config: ValidateConfig | None = None,
+                     report_dir: str | Path | None = None) -> dict:
+    """Validate one split of a BEIR folder (``searchr3 validate --dataset DIR --split S``)."""
+    config = config or ValidateConfig()
+    return run_checks(beir_checks(folder, split, config), config, f"{folder} [{split}]", report_dir)
+
+
+def data_checks(data_dir: str | Path, config: ValidateConfig) -> list[Check]:
+    """Checks for a data-stage output: every eval set, the training rows and their source balance."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(data_dir, None, "missing_file", "data folder not found")
+    checks: list[Check] = []
+    eval_queries: dict[str, list[pd.DataFrame]] = {}
+    for folder in eval_set_dirs(data_dir):
+        qrels = sorted((folder / "qrels").glob("*.tsv"))
+        if len(qrels) != 1:
+            raise DataError(folder / "qrels", None, "missing_file", "expected exactly one qrels/<split>.tsv")
+        frames = beir_frames(folder, qrels[0].stem)
+        checks += [corpus_check(folder.name, frames["corpus"], config),
+                   queries_check(folder.name, frames["queries"], config), qrels_check(folder.name, frames["qrels"])]
+        label = folder.name.rsplit("-", 1)[0]
+        judged = frames["queries"][frames["queries"]["query_id"].isin(set(frames["qrels"]["query_id"]))]
+        eval_queries.setdefault(label, []).append(judged)
+    train = load_train(data_dir).to_pandas()
+    corpus = load_train_corpus(data_dir).to_pandas()
+    merged = {label: pd.concat(frames, ignore_index=True) for label, frames in eval_queries.items()}
+    checks.append(train_check(train_frame(train, corpus, merged), config))
+    checks.append(balance_check(balance_frame(train), config))
+    return checks
+
+
+def validate_data(data_dir: str | Path, config: ValidateConfig | None = None,
+                  report_dir: str | Path | None = None) -> dict:
+    """Validate a ``searchr3 data build`` output (``searchr3 validate --data DIR``)."""
+    config = config or ValidateConfig()
+    return run_checks(data_checks(data_dir, config), config, str(data_dir), report_dir)

@@ -1,0 +1,144 @@
+"""SFT trainer on a tiny random model: loss goes down, resume is exact, both modes export loadable folders."""
+import random
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from searchr3.data.types import RetrievalSet
+from searchr3.model.config import ModelConfig
+from searchr3.model.embedder import Embedder
+from searchr3.train import common
+from searchr3.train.losses.reasoning_ce import IGNORE_INDEX
+from searchr3.train.sft import SFTBatchBuilder, batch_order, compute_loss, train_sft
+from searchr3.train.losses.composite import CompositeLoss
+from searchr3.train.sft_config import SFTConfig
+
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
+
+
+def toy_rows(n=16):
+    rows = []
+    for i in range(n):
+        words = random.Random(i).sample(WORDS, 3)
+        rows.append({"query_id": f"q{i}", "query": " ".join(words), "positive": " ".join(words) + " document",
+                     "negatives": [" ".join(random.Random(100 + i).sample(WORDS, 3))], "negative_ids": [f"n{i}"],
+                     "source": "toy"})
+    return rows
+
+
+def toy_dev(rows):
+    return RetrievalSet("dev", {f"d{i}": r["positive"] for i, r in enumerate(rows)},
+                        {f"q{i}": r["query"] for i, r in enumerate(rows)}, {f"q{i}": {f"d{i}": 1} for i in range(len(rows))})
+
+
+TRACES = {"q0": "alpha concepts", "q1": "beta and gamma"}
+
+
+def config(**kw):
+    base = dict(steps=4, batch_size=4, eval_every=2, checkpoint_every=2, lr=5e-3, warmup_steps=1, precision="fp32",
+                dev_max_docs=50)
+    return SFTConfig(**(base | kw))
+
+
+def weights(folder):
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_batch_order_is_a_pure_function_of_seed():
+    assert batch_order(10, 4, 5, seed=3) == batch_order(10, 4, 5, seed=3)
+    assert batch_order(10, 4, 5, seed=3) != batch_order(10, 4, 5, seed=4)
+    first_epoch = [i for b in batch_order(10, 5, 2, 0) for i in b]
+    assert sorted(first_epoch) == list(range(10))
+
+
+def test_trace_labels_mask_the_prompt(tiny_model_dir):
+    e = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
+    builder = SFTBatchBuilder(e, config(), TRACES)
+    ids, labels = builder.query_sequence(toy_rows()[0])
+    prompt = e._fill(e._reason, toy_rows()[0]["query"], 48)
+    assert ids[: len(prompt)] == prompt
+    assert all(lab == IGNORE_INDEX for lab in labels[: len(prompt)])
+    assert labels[len(prompt):] == ids[len(prompt):] and labels[-1] == e.embed_token_id
+    ids2, labels2 = builder.query_sequence(toy_rows()[5])  # no trace: direct query, nothing supervised
+    assert set(labels2) == {IGNORE_INDEX} and ids2[-1] == e.embed_token_id
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_gradient_reaches_the_embed_token_row(tiny_model_dir, mode):
+    e = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
+    model = e.model
+    if mode == "lora":
+        model = common.wrap_lora(model, 4, 8, 0.0, ["q_proj", "v_proj"], e.embed_token_id)
+    model.train()
+    cfg = config()
+    batch = SFTBatchBuilder(e, cfg, TRACES).build(toy_rows()[:4])
+    loss = CompositeLoss(cfg.lambda_ce, 0.0, cfg.lambda_nce, cfg.lambda_tri, temperature=cfg.temperature)
+    compute_loss(model, None, batch, loss, e.embed_token_id, SFTConfig(lambda_kl=0.0)).total.backward()
+    if mode == "full":
+        grad = model.get_input_embeddings().weight.grad
+        assert grad[e.embed_token_id].abs().sum() > 0
+    else:
+        token_grads = [p.grad for n, p in model.named_parameters() if "token_adapter" in n and p.requires_grad]
+        assert token_grads and all(g is not None and g.abs().sum() > 0 for g in token_grads)
+
+
+def fixed_batch_loss(model_dir, rows):
+    e = Embedder.from_pretrained(model_dir, precision="fp32")
+    cfg = config(lambda_kl=0.0)
+    loss = CompositeLoss(cfg.lambda_ce, 0.0, cfg.lambda_nce, cfg.lambda_tri, temperature=cfg.temperature)
+    with torch.no_grad():
+        return compute_loss(e.model, None, SFTBatchBuilder(e, cfg, TRACES).build(rows), loss, e.embed_token_id, cfg).total.item()
+
+
+def test_a_few_steps_lower_the_loss(tiny_model_dir, tmp_path):
+    rows = toy_rows(8)
+    train_sft(config(steps=8, batch_size=8, eval_every=100, lr=1e-3, mode="full"), ModelConfig(), tiny_model_dir, rows,
+              None, tmp_path / "out", tmp_path / "ckpt", traces=TRACES, live_dir=tmp_path / "live", progress=False)
+    assert fixed_batch_loss(tmp_path / "out", rows) < 0.8 * fixed_batch_loss(tiny_model_dir, rows)
+    assert (tmp_path / "live" / "metrics.json").exists()
+
+
+def test_kill_and_resume_equals_uninterrupted(tiny_model_dir, tmp_path, monkeypatch):
+    rows, dev = toy_rows(), toy_dev(toy_rows())
+    cfg = config(steps=6)
+    full = train_sft(cfg, ModelConfig(), tiny_model_dir, rows, dev, tmp_path / "a", tmp_path / "ca", traces=TRACES,
+                     live_dir=None, progress=False)
+
+    real_save, saves = common.save_checkpoint, []
+
+    def save_then_die(folder, state):
+        real_save(folder, state)
+        saves.append(state["state"]["step"])
+        if len(saves) == 2:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(common, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(cfg, ModelConfig(), tiny_model_dir, rows, dev, tmp_path / "b", tmp_path / "cb", traces=TRACES,
+                  live_dir=None, progress=False)
+    assert saves == [2, 4] and not (tmp_path / "b").exists()
+    monkeypatch.setattr(common, "save_checkpoint", real_save)
+    resumed = train_sft(cfg, ModelConfig(), tiny_model_dir, rows, dev, tmp_path / "b", tmp_path / "cb", traces=TRACES,
+                        live_dir=None, progress=False)
+    assert resumed["dev_ndcg@10"] == full["dev_ndcg@10"] and resumed["best_step"] == full["best_step"]
+    wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_both_modes_export_a_loadable_folder(tiny_model_dir, tmp_path, mode):
+    rows = toy_rows()
+    summary = train_sft(config(mode=mode, steps=2), ModelConfig(), tiny_model_dir, rows, toy_dev(rows), tmp_path / "out",
+                        tmp_path / "ckpt", traces=TRACES, live_dir=None, progress=False)
+    assert summary["dev_ndcg@10"] is not None and summary["base_dev_ndcg@10"] is not None
+    trained = Embedder.from_pretrained(tmp_path / "out", precision="fp32")
+    base = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
+    docs = [r["positive"] for r in rows[:4]]
+    v = trained.encode_documents(docs)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert np.abs(v - base.encode_documents(docs)).max() > 1e-4  # training changed the model
+    assert not any("lora" in k for k in weights(tmp_path / "out"))  # LoRA merged
