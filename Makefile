@@ -42,3 +42,28 @@ test: install
 
 clean:
 	rm -rf $(VENV) .prefect cache .pytest_cache
+
+# ==== Prefect server and worker ===============================================================
+# A local Prefect server + process worker in the background, each in its own process group
+# (pids in .prefect/run/, logs in .prefect/logs/); code in flows/local.py and flows/deploy.py.
+#   make prefect-up      server on 127.0.0.1:$(PREFECT_PORT) (UI there too), work pool, worker
+#   make deploy          deployments training-pipeline/manual and nightly-retrain/nightly (cron 02:00 $(PREFECT_TZ))
+#   PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/prefect deployment run 'training-pipeline/manual' --watch
+#                        (add --param profile=tiny for the one-minute pipeline; the UI is at http://127.0.0.1:4200)
+#   make prefect-down    worker first, then server
+PREFECT_PORT ?= 4200
+PREFECT_POOL ?= searchr3
+PREFECT_TZ ?= UTC
+export PREFECT_LOGGING_EXTRA_LOGGERS := searchr3
+
+.PHONY: prefect-up prefect-down deploy
+prefect-up: install
+	$(BIN)/python -m flows.local up --port $(PREFECT_PORT) --pool $(PREFECT_POOL)
+
+deploy: install
+	$(BIN)/python -m flows.deploy --pool $(PREFECT_POOL) --timezone $(PREFECT_TZ) \
+		--api-url http://127.0.0.1:$(PREFECT_PORT)/api
+
+prefect-down:
+	$(BIN)/python -m flows.local down
+# ==== end of Prefect server and worker ========================================================

@@ -22,7 +22,7 @@ from searchr3.config import load_params
 from tasks.stages import STAGE_TASKS
 
 
-@flow(name="training-pipeline", log_prints=True)
+@flow(name="training-pipeline")
 def training_pipeline(params_path: str = "params.yaml", profile: str | None = None, overrides: dict | None = None,
                       stop_after: str | None = None, progress: bool = False) -> dict:
     """Run the stages in order; ``overrides`` are dotted params keys ({"sft.lr": 1e-4}).

@@ -196,7 +196,7 @@ def test_evaluate_refuses_reasoning_baseline():
 
 
 def test_evaluate_missing_model_folder(tmp_path):
-    with pytest.raises(DataError, match="model-not-found") as err:
+    with pytest.raises(DataError, match="model_not_found") as err:
         evaluate(str(tmp_path / "no-such-model"), NEWS)
     assert err.value.path == str(tmp_path / "no-such-model")
 
@@ -204,12 +204,16 @@ def test_evaluate_missing_model_folder(tmp_path):
 def test_evaluate_trained_model_folder(tmp_path):
     """A real Embedder (tiny random model) goes through load_encoder, the cache and reasoning."""
     tiny = pytest.importorskip("searchr3.model.tiny")
+    from searchr3.model.config import ModelConfig
+
     model = tiny.build_tiny_model(tmp_path / "tiny")
     config = EvalConfig(cache_dir=str(tmp_path / "cache"))
-    plain = evaluate(str(model), FRUIT, config=config)
+    model_config = ModelConfig(precision="fp32", max_new_tokens=3)  # the model: section reaches the Embedder
+    plain = evaluate(str(model), FRUIT, config=config, model_config=model_config)
     assert set(plain) == PLAIN_KEYS and plain["queries"] == 2
-    reasoned = evaluate(str(model), FRUIT, reasoning=True, config=config)
+    reasoned = evaluate(str(model), FRUIT, reasoning=True, config=config, model_config=model_config)
     assert set(reasoned) == REASONING_KEYS
+    assert 0 < reasoned["mean_reasoning_tokens"] <= 3
     assert 0 <= reasoned["fallbacks"] <= 2
     assert reasoned["emission_rate"] == pytest.approx(1 - reasoned["fallbacks"] / 2)
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 1  # documents encoded once, reused

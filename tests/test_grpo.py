@@ -22,7 +22,8 @@ WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu x
 STEP_METRICS = {"reward/mean", "reward/std", "reward/share_ge_half", "emitted", "groups/active", "kl", "trace_tokens",
                 "loss/policy", "loss/kl_penalty", "loss/nce", "clip_fraction", "lr", "grad_norm", "refresh/size",
                 "refresh/used", "refresh/neighbours", "refresh/topk_stale", "refresh/rotation", "index/staleness_mean",
-                "index/staleness_max", "time/step_s"}
+                "index/staleness_max", "time/generate_s", "time/score_s", "time/update_s",
+                "time/refresh_s", "time/step_s"}
 
 
 def toy_data(n=8, distractors=16):
@@ -95,8 +96,9 @@ def test_policy_term_raises_the_logprob_of_the_better_trace(tiny_model_dir):
     e = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
     model = e.model.train()
 
-    def policy(ids, mask, pos):
-        return common.hidden_and_logits(model, ids, mask, pos, True)
+    def policy(ids, mask, pos, start):
+        hidden, logits = common.hidden_and_logits(model, ids, mask, pos, True)
+        return hidden, logits[:, start:]
 
     prompt = e.tokenize_reasoning_prompts(["alpha beta"])[0]
     seqs = [prompt + [50, 60, e.embed_token_id], prompt + [70, 80, e.embed_token_id]]
@@ -115,6 +117,21 @@ def test_policy_term_raises_the_logprob_of_the_better_trace(tiny_model_dir):
         after = generated_logprobs(policy, seqs, labels, e.pad_id, e.device)[0]
     assert float(after[0].sum()) > float(before[0].sum())
     assert float(after[1].sum()) < float(before[1].sum())
+
+
+def test_generated_logprobs_from_tail_logits_match_the_full_computation(tiny_model_dir):
+    from searchr3.train.grpo import generated_logprobs, hidden_and_tail_logits
+    from searchr3.train.losses.reasoning_ce import token_logprobs
+
+    e = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
+    seqs = [[5, 6, 7, 8, 9, 10], [11, 12, 13, 14]]  # prompts of 4 and 2 tokens, then 2 generated tokens each
+    labels = [[IGNORE_INDEX] * 4 + [9, 10], [IGNORE_INDEX] * 2 + [13, 14]]
+    with torch.no_grad():
+        rows, vectors = generated_logprobs(lambda *a: hidden_and_tail_logits(e.model, *a), seqs, labels, e.pad_id, e.device)
+        logits = e.model(input_ids=torch.tensor([seqs[0]])).logits
+        full, mask = token_logprobs(logits, torch.tensor([labels[0]]))
+    assert vectors is None and [len(r) for r in rows] == [2, 2]
+    torch.testing.assert_close(rows[0], full[mask], atol=1e-5, rtol=0)
 
 
 def test_pad_rows_masks_the_padding():

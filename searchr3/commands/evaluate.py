@@ -1,4 +1,4 @@
-"""``searchr3 evaluate``: score bm25, minilm or a trained model on a BEIR folder; print a table, write JSON."""
+"""searchr3 evaluate: score bm25, minilm or a trained model on a BEIR folder; print a table, write JSON."""
 from __future__ import annotations
 
 import json

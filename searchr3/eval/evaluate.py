@@ -46,7 +46,7 @@ def load_encoder(system: str, config: EvalConfig, model_config=None):
         return MiniLMEncoder(batch_size=config.minilm_batch_size)
     path = Path(system)
     if not path.is_dir():
-        raise DataError(path, None, "model-not-found",
+        raise DataError(path, None, "model_not_found",
                         f"--model must be {' or '.join(BASELINES)} or a model folder")
     from searchr3.model.embedder import Embedder
 

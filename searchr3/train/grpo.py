@@ -53,7 +53,8 @@ from searchr3.train.sft import _live, _log, batch_order
 
 log = logging.getLogger(__name__)
 
-Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# (ids, mask, positions, start) -> (final hidden states (B, T, h), LM logits from position `start` on (B, T - start, V))
+Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 REQUIRED_KEYS = ("query_id", "query", "positive", "negatives")
 INDEX_CHECKPOINTS = "index"
 
@@ -122,13 +123,19 @@ def trace_sequences(reasoning) -> tuple[list[list[int]], list[list[int]]]:
 
 def generated_logprobs(forward: Forward, seqs: list[list[int]], labels: list[list[int]], pad_id: int, device,
                        embed_id: int | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-    """Per sequence, the log-probs of its labelled tokens (1-D float32); the embeddings at the token if ``embed_id``."""
+    """Per sequence, the log-probs of its labelled tokens (1-D float32); the embeddings at the token if ``embed_id``.
+
+    Logits are computed only from the position before the earliest labelled token on (the prompt needs none),
+    which saves most of the (B, T, vocabulary) tensor.
+    """
     ids, mask, pos = pad_batch(seqs, pad_id, "right", device)
     lab = torch.full_like(ids, IGNORE_INDEX)
     for i, row in enumerate(labels):
         lab[i, : len(row)] = torch.tensor(row)
-    hidden, logits = forward(ids, mask, pos)
-    logp, keep = token_logprobs(logits, lab)
+    labelled = (lab != IGNORE_INDEX).any(dim=0).nonzero()
+    start = max(int(labelled[0]) - 1, 0) if len(labelled) else 0
+    hidden, logits = forward(ids, mask, pos, start)
+    logp, keep = token_logprobs(logits, lab[:, start:])
     rows = [logp[i][keep[i]] for i in range(len(seqs))]
     return rows, (common.pool(hidden, ids, embed_id) if embed_id is not None else None)
 
@@ -280,6 +287,7 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
         with common.autocast(bf16, device):
             reasoning = embedder.generate_reasoning([r["query"] for r in batch for _ in range(G)], batch_size=config.micro_batch,
                                                     temperature=config.temperature, max_new_tokens=config.max_new_tokens)
+            timings = {"time/generate_s": time.time() - step_started}
             seqs, labels = trace_sequences(reasoning)
             old_rows, ref_rows, vectors = score_traces(policy, reference, seqs, labels, embedder, config.micro_batch)
         _, ranked = index.search(vectors, search_k)
@@ -288,6 +296,7 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
         advantages = group_advantages(rewards, G)
         active = [i for i in range(len(seqs)) if has_spread(rewards[i // G * G:(i // G + 1) * G])]
         metrics = step_metrics(rewards, reasoning.emitted, G, old_rows, ref_rows, reasoning)
+        timings["time/score_s"] = time.time() - step_started - sum(timings.values())
         # 4. policy update(s): clipped surrogate + β·KL on groups with a reward spread, λ·InfoNCE on the documents
         model.train()
         for _ in range(config.updates_per_step):
@@ -304,6 +313,7 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
             optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         state["step"] = state["policy_version"] = step + 1
+        timings["time/update_s"] = time.time() - step_started - sum(timings.values())
         # 5. refresh the index with policy version step + 1; probe fidelity when due
         probe_vectors = None
         if index_config.refresh.probe_every > 0 and step % index_config.refresh.probe_every == 0:
@@ -312,11 +322,12 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
                 probe_vectors = embedder.encode_queries(probe, batch_size=config.micro_batch).vectors
         used = list(dict.fromkeys(d for r in batch for d in used_doc_ids(r, config.negatives_per_query)))
         stats = refresher.step(step, encode_fn, used, ranked, state["policy_version"], probe_query_vectors=probe_vectors)
+        timings["time/refresh_s"] = time.time() - step_started - sum(timings.values())  # probe included when due
         metrics |= {f"loss/{k}": v for k, v in losses.items() if k != "clip_fraction"}
         metrics |= {"clip_fraction": losses["clip_fraction"], "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                     "refresh/size": stats["refreshed"], **{f"refresh/{k}": stats[k] for k in ("used", "neighbours", "topk_stale", "rotation")},
                     "index/staleness_mean": stats["staleness_mean"], "index/staleness_max": stats["staleness_max"],
-                    "time/step_s": time.time() - step_started}
+                    **timings, "time/step_s": time.time() - step_started}
         if stats["fidelity"] is not None:
             metrics["index/fidelity"] = stats["fidelity"]
         _log(live, metrics, state["step"])
@@ -361,19 +372,25 @@ def policy_and_reference(embedder: Embedder, config: GRPOConfig):
         model = common.wrap_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets,
                                  embedder.embed_token_id)
 
-        def reference(ids, mask, pos):
+        def reference(ids, mask, pos, start):
             with model.disable_adapter():
-                return common.hidden_and_logits(model, ids, mask, pos, True)
+                return hidden_and_tail_logits(model, ids, mask, pos, start)
     else:
         frozen = copy.deepcopy(model).eval().requires_grad_(False)
 
-        def reference(ids, mask, pos):
-            return common.hidden_and_logits(frozen, ids, mask, pos, True)
+        def reference(ids, mask, pos, start):
+            return hidden_and_tail_logits(frozen, ids, mask, pos, start)
 
-    def policy(ids, mask, pos):
-        return common.hidden_and_logits(model, ids, mask, pos, True)
+    def policy(ids, mask, pos, start):
+        return hidden_and_tail_logits(model, ids, mask, pos, start)
 
     return model, policy, reference
+
+
+def hidden_and_tail_logits(model, ids, mask, pos, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final hidden states of every position, LM logits only from position ``start`` on."""
+    hidden, _ = common.hidden_and_logits(model, ids, mask, pos, False)
+    return hidden, common.causal_lm(model).get_output_embeddings()(hidden[:, start:])
 
 
 def save_checkpoint(checkpoint_dir, model, optimizer, scheduler, state: dict, index: DocumentIndex, graph: KnnGraph,

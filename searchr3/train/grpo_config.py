@@ -37,7 +37,7 @@ class GRPOConfig:
     nce_temperature: float = 0.05  # InfoNCE τ
     nce_doc_grad: bool = False  # back-propagate the InfoNCE term through the documents too (GPU); False: query side only
     negatives_per_query: int = 1  # mined hard negatives per query in the InfoNCE term (and refreshed as "used")
-    max_corpus_docs: int = 1000  # index at most this many docs: every doc the run's rows use + seeded distractors; 0 = all
+    max_corpus_docs: int = 300  # index at most this many docs: every doc the run's rows use + seeded distractors; 0 = all
     micro_batch: int = 16  # sequences per forward pass / backward chunk (generation, scoring and update)
     final_refresh: bool = True  # re-encode every stale vector with the final policy before saving the index snapshot
     precision: str = "auto"  # bf16 autocast: auto | bf16 | fp32

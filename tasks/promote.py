@@ -1,0 +1,46 @@
+"""The promotion gate as Prefect tasks over ``searchr3.promote`` (decide, then copy + record)."""
+from __future__ import annotations
+
+import dataclasses
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from searchr3 import stages
+from searchr3.config import section
+from searchr3.production import read_record
+from searchr3.promote import Decision, PromoteConfig, decide, promote
+from tasks.artifacts import publish_decision, read_json
+from tasks.retry import RETRIES
+
+
+@task(name="promotion-gate", cache_policy=NO_CACHE, persist_result=False, **RETRIES)
+def gate(params: dict, force: bool = False) -> dict:
+    """Compare metrics/eval.json with production/record.json on the gate set; publish the decision if it rejects.
+
+    ``force`` promotes an evaluated candidate whatever the comparison says (the reason records that it was forced).
+    """
+    cfg = section(params, "promote", PromoteConfig)
+    metrics = read_json(stages.PATHS["metrics"] + "/eval.json")
+    if metrics is None:
+        raise FileNotFoundError("metrics/eval.json is missing: the evaluate stage did not run")
+    decision = decide(metrics, read_record(cfg.record), stages.gate_set(params), cfg.tolerance,
+                      candidate=cfg.candidate, fallback=cfg.fallback, metric=cfg.metric)
+    if force and not decision.promote and decision.candidate is not None:
+        decision = dataclasses.replace(decision, promote=True, reason=f"forced by hand over: {decision.reason}")
+    get_run_logger().info("promotion gate: %s", decision.reason)
+    if not decision.promote:
+        publish_decision(decision.as_dict(), cfg.record, promoted=False)
+    return decision.as_dict()
+
+
+@task(name="promote", cache_policy=NO_CACHE, persist_result=False, **RETRIES)
+def promote_release(params: dict, decision: dict, dvc_remote: str | None = None) -> dict:
+    """Copy the candidate into production/releases/ and write production/record.json (last, atomically)."""
+    cfg = section(params, "promote", PromoteConfig)
+    metrics = read_json(stages.PATHS["metrics"] + "/eval.json")
+    record = promote(Decision(**decision), metrics, cfg, run_id=flow_run.id, dvc_remote=dvc_remote)
+    get_run_logger().info("promoted %s (release %s): %s", record["system"], record["release"], record["model"])
+    publish_decision(decision, cfg.record, promoted=True)
+    return record
