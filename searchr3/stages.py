@@ -60,8 +60,10 @@ def validate(params=None, data_dir: str = PATHS["data"], report_dir: str = PATHS
     from searchr3.validate.runner import validate_data
 
     summary = validate_data(data_dir, section(_params(params), "validate", ValidateConfig), str(Path(report_dir).resolve()))
+    # deterministic content (no timings): downstream stages depend on this file
     write_json_atomic(Path(PATHS["metrics"]) / "validation.json",
-                      {"passed": True, "tables": len(summary["tables"]), "wall_seconds": summary["wall_seconds"]})
+                      {"passed": True, "tables": len(summary["tables"]),
+                       "expectations": sum(t["expectations"] for t in summary["tables"])})
     return summary
 
 
@@ -123,8 +125,10 @@ def rl(params=None, start: str = PATHS["sft"], data_dir: str = PATHS["data"], ou
     from searchr3.train.grpo_config import GRPOConfig
 
     p = _params(params)
-    rows = [dict(r) for r in load_train(data_dir)]
-    corpus = {r["doc_id"]: r["text"] for r in load_train_corpus(data_dir)}
+    # document ids are unique per source only: the live index keys them as "<source>:<doc_id>"
+    rows = [dict(r, positive_id=f"{r['source']}:{r['positive_id']}",
+                 negative_ids=[f"{r['source']}:{d}" for d in r["negative_ids"]]) for r in load_train(data_dir)]
+    corpus = {f"{r['source']}:{r['doc_id']}": r["text"] for r in load_train_corpus(data_dir)}
     summary = train_grpo(section(p, "rl", GRPOConfig), section(p, "model", ModelConfig), section(p, "index", IndexConfig),
                          start, rows, corpus, out, checkpoint_dir, index_out=index_out, progress=progress)
     write_json_atomic(Path(PATHS["metrics"]) / "rl.json", summary)

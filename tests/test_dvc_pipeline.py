@@ -84,10 +84,6 @@ def test_unchanged_repro_runs_nothing(dvc_repo):
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(strict=True, raises=DvcFailed, reason=(
-    "searchr3/train/grpo.py resumes checkpoints/rl (a persist: true out) written under the old rl params: it "
-    "has no run fingerprint check like sft.py, so the finished run is 'resumed', nothing is logged and the "
-    "dvclive/rl/plots/metrics out is missing. Remove this marker once grpo.py checks the fingerprint."))
 def test_rl_param_change_reruns_rl_onward_only(dvc_repo):
     repo, _ = dvc_repo
     edit_params(repo, lambda raw: raw["rl"].update(lr=5.0e-5))

@@ -120,18 +120,21 @@ def test_policy_term_raises_the_logprob_of_the_better_trace(tiny_model_dir):
 
 
 def test_generated_logprobs_from_tail_logits_match_the_full_computation(tiny_model_dir):
+    from searchr3.model.embedder import pad_batch
     from searchr3.train.grpo import generated_logprobs, hidden_and_tail_logits
     from searchr3.train.losses.reasoning_ce import token_logprobs
 
     e = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
     seqs = [[5, 6, 7, 8, 9, 10], [11, 12, 13, 14]]  # prompts of 4 and 2 tokens, then 2 generated tokens each
-    labels = [[IGNORE_INDEX] * 4 + [9, 10], [IGNORE_INDEX] * 2 + [13, 14]]
+    labels = [[IGNORE_INDEX] * 4 + [9, 10], [IGNORE_INDEX] * 2 + [13, 14] + [IGNORE_INDEX] * 2]
     with torch.no_grad():
         rows, vectors = generated_logprobs(lambda *a: hidden_and_tail_logits(e.model, *a), seqs, labels, e.pad_id, e.device)
-        logits = e.model(input_ids=torch.tensor([seqs[0]])).logits
-        full, mask = token_logprobs(logits, torch.tensor([labels[0]]))
+        ids, mask, pos = pad_batch(seqs, e.pad_id, "right", e.device)
+        logits = e.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+        full, keep = token_logprobs(logits, torch.tensor(labels, device=e.device))
     assert vectors is None and [len(r) for r in rows] == [2, 2]
-    torch.testing.assert_close(rows[0], full[mask], atol=1e-5, rtol=0)
+    for i in range(2):
+        torch.testing.assert_close(rows[i], full[i][keep[i]], atol=1e-4, rtol=0)
 
 
 def test_pad_rows_masks_the_padding():

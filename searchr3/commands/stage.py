@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 from searchr3 import stages
 
@@ -22,6 +23,7 @@ def _run(args) -> int:
     params = load_params(args.params, args.profile)
     fn = getattr(stages, args.name)
     kwargs = {"progress": False} if args.no_progress and "progress" in fn.__code__.co_varnames else {}
+    started = time.time()
     try:
         summary = fn(params, **kwargs)
     except ValidationFailed as err:
@@ -31,4 +33,5 @@ def _run(args) -> int:
         print(stages.dump(summary if not isinstance(summary, dict) or len(str(summary)) < 4000 else {"done": args.name}))
     else:
         print(open(stages.PATHS["report"]).read())
+    print(f"stage {args.name} finished in {time.time() - started:.1f} s", file=sys.stderr)
     return 0

@@ -25,6 +25,7 @@ exported to ``out`` and the index snapshot, stamped with the exported weights' c
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import random
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 
 from searchr3.index.config import IndexConfig
-from searchr3.index.refresh import KnnGraph, RefreshPolicy, refresh
+from searchr3.index.refresh import REASONS as REFRESH_REASONS, KnnGraph, RefreshPolicy, refresh
 from searchr3.index.snapshot import load_snapshot, save_snapshot
 from searchr3.index.store import DocumentIndex
 from searchr3.model.config import ModelConfig
@@ -256,8 +257,13 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
         with common.autocast(bf16, device):
             return embedder.encode_documents(batch, batch_size=config.micro_batch)
 
-    state = {"step": 0, "policy_version": 0, "history": []}
+    fingerprint = common.fingerprint(config, start_checksum, train_rows, [dataclasses.asdict(index_config), sorted(corpus)])
+    state = {"step": 0, "policy_version": 0, "history": [], "fingerprint": fingerprint}
     ckpt = common.load_checkpoint(checkpoint_dir)
+    if ckpt is not None and ckpt["state"].get("fingerprint") != fingerprint:
+        log.warning("%s holds a checkpoint of a different run (config, start model or data changed); starting afresh",
+                    checkpoint_dir)
+        ckpt = None
     if ckpt is not None:
         common.load_trainable_state(model, ckpt["weights"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -325,7 +331,7 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
         timings["time/refresh_s"] = time.time() - step_started - sum(timings.values())  # probe included when due
         metrics |= {f"loss/{k}": v for k, v in losses.items() if k != "clip_fraction"}
         metrics |= {"clip_fraction": losses["clip_fraction"], "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                    "refresh/size": stats["refreshed"], **{f"refresh/{k}": stats[k] for k in ("used", "neighbours", "topk_stale", "rotation")},
+                    "refresh/size": stats["refreshed"], **{f"refresh/{k}": stats[k] for k in REFRESH_REASONS},
                     "index/staleness_mean": stats["staleness_mean"], "index/staleness_max": stats["staleness_max"],
                     **timings, "time/step_s": time.time() - step_started}
         if stats["fidelity"] is not None:

@@ -1,8 +1,11 @@
 """``rl:`` section of params.yaml — every knob of stage 2 (GRPO against the live index), with its default and meaning.
 
 The index itself (FAISS structure, refresh budget, fidelity probes) is configured in ``index:``
-(``searchr3.index.config``). The defaults here fit the CPU budget (SmolLM2-135M, about 15 minutes
-including the index build); the GPU profile raises steps, queries, group size and lengths.
+(``searchr3.index.config``). The defaults here fit the CPU budget: on 2 shared cores, SmolLM2-135M with
+SciFact rows and index.refresh {budget_per_step: 32, probe_every: 6, probe_size: 32} took 16 minutes while
+other jobs loaded the cores (load average about 3); its uncontended steps took 17-19 s and a fidelity probe
+about 1 min, which puts an idle run near 8 minutes (estimate, not a measured whole run).
+The GPU profile raises steps, queries, group size, lengths and ``micro_batch``.
 """
 from __future__ import annotations
 
