@@ -11,7 +11,8 @@ from searchr3.model.config import ModelConfig
 from searchr3.model.embedder import Embedder
 from searchr3.train import common
 from searchr3.train.losses.reasoning_ce import IGNORE_INDEX
-from searchr3.train.sft import SFTBatchBuilder, batch_order, compute_loss, train_sft
+from searchr3.train.common import batch_order
+from searchr3.train.sft import SFTBatchBuilder, compute_loss, train_sft
 from searchr3.train.losses.composite import CompositeLoss
 from searchr3.train.sft_config import SFTConfig
 

@@ -1,6 +1,7 @@
 """Pieces both trainers share: seeding, autocast, LoRA wrapping, forward passes, checkpoints, export."""
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
@@ -14,6 +15,7 @@ import torch
 from searchr3.model.embedder import cpu_supports_bf16, last_token_positions
 
 CHECKPOINT_FILE = "checkpoint.pt"
+log = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int) -> None:
@@ -23,13 +25,27 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def batch_order(n_rows: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:
+    """Row indices for every step: seeded epoch permutations, a pure function of its arguments."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    while len(order) < steps * batch_size:
+        epoch = list(range(n_rows))
+        rng.shuffle(epoch)
+        order += epoch
+    return [order[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
 
 
 def use_bf16(setting: str | bool, device: torch.device) -> bool:
@@ -120,6 +136,50 @@ def save_checkpoint(folder: str | Path, state: dict) -> None:
 def load_checkpoint(folder: str | Path) -> dict | None:
     path = Path(folder) / CHECKPOINT_FILE
     return torch.load(path, weights_only=False) if path.exists() else None
+
+
+def restore(folder: str | Path, fingerprint: str, model, optimizer, scheduler) -> dict | None:
+    """Load this run's checkpoint (same fingerprint) into model, optimizer, scheduler and the RNGs.
+
+    Returns the checkpoint, or None to start afresh (no checkpoint, or one written by another run)."""
+    ckpt = load_checkpoint(folder)
+    if ckpt is None:
+        return None
+    if ckpt["state"].get("fingerprint") != fingerprint:
+        log.warning("%s holds a checkpoint of a different run (config, start model or data changed); starting afresh", folder)
+        return None
+    load_trainable_state(model, ckpt["weights"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    set_rng_state(ckpt["rng"])
+    log.info("resuming from %s at step %d", folder, ckpt["state"]["step"])
+    return ckpt
+
+
+def open_live(live_dir, resume: bool):
+    """A DVCLive logger (``dvc plots show`` draws its curves), or None when ``live_dir`` is empty."""
+    if not live_dir:
+        return None
+    from dvclive import Live
+
+    return Live(str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
+
+
+def log_metrics(live, metrics: dict, step: int) -> None:
+    if live is None:
+        return
+    live.step = step
+    for k, v in metrics.items():
+        live.log_metric(k, v)
+    live.next_step()
+
+
+def progress_bar(total: int, done: int, enabled: bool, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, desc=desc, unit="step", dynamic_ncols=True)
 
 
 def export_model(model, tokenizer, out: str | Path, manifest: dict) -> Path:

@@ -6,7 +6,7 @@ document the run's rows use plus seeded distractors) into a ``DocumentIndex`` st
 ``RefreshPolicy`` builds its document kNN graph.
 
 Each step ``s`` (the policy is version ``s``):
-  1. take ``queries_per_step`` rows (``sft.batch_order``: a pure function of seed and step) and sample
+  1. take ``queries_per_step`` rows (``common.batch_order``: a pure function of seed and step) and sample
      ``group_size`` reasoning traces per query at ``temperature``;
   2. one no-grad pass over prompt + trace (+ fallback suffix) gives each trace's embedding at the token and
      the log-probs of its generated tokens (``old_logp``); a pass of the reference gives ``ref_logp``;
@@ -50,7 +50,6 @@ from searchr3.train.losses.infonce import InfoNCELoss, has_negatives
 from searchr3.train.losses.reasoning_ce import IGNORE_INDEX, token_logprobs
 from searchr3.train.losses.reference_kl import kl_k3
 from searchr3.train.rewards import combined_reward, rank_of
-from searchr3.train.sft import _live, _log, batch_order
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +245,7 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: common.lr_factor(s, config.warmup_steps, config.steps))
     nce = InfoNCELoss(temperature=config.nce_temperature, in_batch_negatives=True)
 
-    order = batch_order(len(train_rows), config.queries_per_step, config.steps, config.seed)
+    order = common.batch_order(len(train_rows), config.queries_per_step, config.steps, config.seed)
     rows, full_corpus = attach_doc_ids(train_rows, corpus)
     texts = select_corpus([rows[i] for step in order for i in step], full_corpus, config.max_corpus_docs, config.seed)
     probe = [rows[i]["query"] for i in sorted(random.Random(config.seed).sample(
@@ -259,32 +258,21 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
 
     fingerprint = common.fingerprint(config, start_checksum, train_rows, [dataclasses.asdict(index_config), sorted(corpus)])
     state = {"step": 0, "policy_version": 0, "history": [], "fingerprint": fingerprint}
-    ckpt = common.load_checkpoint(checkpoint_dir)
-    if ckpt is not None and ckpt["state"].get("fingerprint") != fingerprint:
-        log.warning("%s holds a checkpoint of a different run (config, start model or data changed); starting afresh",
-                    checkpoint_dir)
-        ckpt = None
+    ckpt = common.restore(checkpoint_dir, fingerprint, model, optimizer, scheduler)
     if ckpt is not None:
-        common.load_trainable_state(model, ckpt["weights"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        common.set_rng_state(ckpt["rng"])
-        if ckpt.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         state = ckpt["state"]
         index = load_snapshot(Path(checkpoint_dir) / INDEX_CHECKPOINTS / ckpt["index_dir"], texts=texts)
         index.encode_batch = index_config.encode_batch
         refresher = RefreshPolicy(index, index_config.refresh, graph=KnnGraph(ckpt["graph"]), progress=progress)
-        log.info("resuming GRPO from step %d", state["step"])
     else:
         index = DocumentIndex.from_config(index_config)
         index.build(list(texts), list(texts.values()), encode_fn, version=0, progress=progress)
         refresher = RefreshPolicy(index, index_config.refresh, progress=progress)
-    live = _live(live_dir, resume=ckpt is not None)
+    live = common.open_live(live_dir, resume=ckpt is not None)
     search_k = max(config.reward_cutoff, index_config.refresh.topk_stale)
     G = config.group_size
 
-    bar = _bar(config.steps, state["step"], progress)
+    bar = common.progress_bar(config.steps, state["step"], progress, "rl")
     for step in range(state["step"], config.steps):
         step_started = time.time()
         batch = [rows[i] for i in order[step]]
@@ -336,7 +324,7 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
                     **timings, "time/step_s": time.time() - step_started}
         if stats["fidelity"] is not None:
             metrics["index/fidelity"] = stats["fidelity"]
-        _log(live, metrics, state["step"])
+        common.log_metrics(live, metrics, state["step"])
         state["history"].append({"step": state["step"], **metrics})
         if bar:
             bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", emit=f"{metrics['emitted']:.2f}")
@@ -411,7 +399,7 @@ def save_checkpoint(checkpoint_dir, model, optimizer, scheduler, state: dict, in
                                             "policy_version": state["policy_version"]})
     common.save_checkpoint(checkpoint_dir, {
         "weights": common.trainable_state(model), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        "rng": common.rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "rng": common.rng_state(),
         "state": state, "index_dir": name, "graph": graph.neighbours.copy()})
     for old in snapshots.glob("step-*"):
         if old.name != name:
@@ -453,11 +441,3 @@ def _check_config(config: GRPOConfig) -> None:
         problems.append("lambda_nce > 0 needs negatives_per_query >= 1 or queries_per_step >= 2")
     if problems:
         raise ValueError("rl: " + "; ".join(problems))
-
-
-def _bar(total: int, done: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=done, desc="rl", unit="step", dynamic_ncols=True)

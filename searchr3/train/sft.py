@@ -16,7 +16,6 @@ Every ``eval_every`` steps dev nDCG@10 is measured; the best state is exported (
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import random
 import time
@@ -33,17 +32,6 @@ from searchr3.train.losses.reasoning_ce import IGNORE_INDEX
 from searchr3.train.sft_config import SFTConfig
 
 log = logging.getLogger(__name__)
-
-
-def batch_order(n_rows: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:
-    """Row indices for every step: seeded epoch permutations, a pure function of its arguments."""
-    rng = random.Random(seed)
-    order: list[int] = []
-    while len(order) < steps * batch_size:
-        epoch = list(range(n_rows))
-        rng.shuffle(epoch)
-        order += epoch
-    return [order[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
 
 
 def trim_dev(rs: RetrievalSet, max_queries: int, max_docs: int, seed: int) -> RetrievalSet:
@@ -162,28 +150,19 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: common.lr_factor(s, config.warmup_steps, config.steps))
-    order = batch_order(len(train_rows), config.batch_size, config.steps, config.seed)
+    order = common.batch_order(len(train_rows), config.batch_size, config.steps, config.seed)
 
     fingerprint = common.fingerprint(config, embedder.checksum, train_rows, traces)
     state = {"step": 0, "best": None, "best_step": None, "best_weights": None, "history": [], "fingerprint": fingerprint}
-    ckpt = common.load_checkpoint(checkpoint_dir)
-    if ckpt is not None and ckpt["state"].get("fingerprint") != fingerprint:
-        log.warning("%s holds a checkpoint of a different run (config, base model or data changed); starting afresh",
-                    checkpoint_dir)
-        ckpt = None
+    ckpt = common.restore(checkpoint_dir, fingerprint, model, optimizer, scheduler)
     if ckpt is not None:
-        common.load_trainable_state(model, ckpt["weights"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        common.set_rng_state(ckpt["rng"])
         state = ckpt["state"]
-        log.info("resuming SFT from step %d", state["step"])
-    live = _live(live_dir, resume=ckpt is not None)
+    live = common.open_live(live_dir, resume=ckpt is not None)
     dev_trim = trim_dev(dev, config.dev_max_queries, config.dev_max_docs, config.seed) if dev else None
     if dev_trim is not None and state["step"] == 0 and "base_dev_ndcg@10" not in state:
         state["base_dev_ndcg@10"] = dev_ndcg(model, tokenizer, embedder.config, dev_trim, bf16, device)
 
-    bar = _bar(config.steps, state["step"], progress)
+    bar = common.progress_bar(config.steps, state["step"], progress, "sft")
     micro = max(1, config.batch_size // max(1, config.grad_accum))
     for step in range(state["step"], config.steps):
         rows = [train_rows[i] for i in order[step]]
@@ -207,7 +186,7 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
             metrics["dev/ndcg@10"] = score
             if state["best"] is None or score > state["best"]:
                 state.update(best=score, best_step=state["step"], best_weights=common.trainable_state(model))
-        _log(live, metrics, state["step"])
+        common.log_metrics(live, metrics, state["step"])
         state["history"].append({"step": state["step"], **metrics})
         if bar:
             bar.set_postfix(loss=f"{totals['total']:.3f}", **({"dev": f"{metrics['dev/ndcg@10']:.3f}"} if "dev/ndcg@10" in metrics else {}))
@@ -228,39 +207,3 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
     if live is not None:
         live.end()
     return summary
-
-
-def _live(live_dir, resume: bool):
-    if not live_dir:
-        return None
-    from dvclive import Live
-
-    return Live(str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
-
-
-def _log(live, metrics: dict, step: int) -> None:
-    if live is None:
-        return
-    live.step = step
-    for k, v in metrics.items():
-        live.log_metric(k, v)
-    live.next_step()
-
-
-def _bar(total: int, done: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=done, desc="sft", unit="step", dynamic_ncols=True)
-
-
-def rows_from_dataset(ds) -> list[dict]:
-    return [dict(r) for r in ds]
-
-
-def write_summary(path: str | Path, summary: dict) -> None:
-    from searchr3.data.io import write_json_atomic
-
-    write_json_atomic(path, summary)
-    json.dumps(summary)  # fail loudly on non-JSON values
