@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 BASELINE_CHOICES = "bm25 | minilm | a model folder"
@@ -34,19 +32,6 @@ def _settings(args):
 
     params = load_params(args.params, args.profile)
     return section(params, "eval", EvalConfig), section(params, "model", ModelConfig)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def reproduce_command(args) -> str:
@@ -86,6 +71,8 @@ def run(args) -> int:
         print(f"example trace {i}: {trace!r}")
     print(f"reproduce: {reproduce_command(args)}")
     if args.out is not None:
+        from searchr3.data.io import write_json_atomic
+
         write_json_atomic(args.out, evaluation.result)
         print(f"wrote {args.out}")
     return 0
