@@ -1,7 +1,6 @@
 """searchr3 evaluate: score bm25, minilm or a trained model on a BEIR folder; print a table, write JSON."""
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from pathlib import Path
