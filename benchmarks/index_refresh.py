@@ -1,4 +1,18 @@
-"""Selective index refresh vs full re-encode, replayed over a simulated RL run.
+"""Selective index refresh vs full re-encode: on a real RL run (--rl), or replayed over a simulated one.
+
+--rl: runs the rl stage's GRPO (train_grpo, with the parameters and inputs `searchr3 stage rl` uses:
+params.yaml + profile, models/sft, data/) into a temporary folder, with a measurement hook after every
+step. The hook reads what the selective refresh did (documents re-encoded, seconds: select + encode +
+update + graph) and, at step 1 and every --measure-every steps, re-encodes every document of the live
+index with the current policy (the full-refresh arm, timed), then scores top-10 fidelity of the
+selective index, the full one and the never-refreshed version-0 index against those fresh vectors, on
+held-out probe queries (rows no step trains on). The hook draws no random numbers, so the run is the
+rl stage's run: its per-step rewards are compared with the stage's dvclive log when one is there.
+
+    python benchmarks/index_refresh.py --rl                     # the repo's rl stage (params.yaml profile)
+    python benchmarks/index_refresh.py --rl --profile scifact --measure-every 4
+
+Without --rl (synthetic):
 
 What is simulated: the document encoder (the RL policy) drifts each step. The drift model is a
 linear map on the base vectors, f_v(x) = normalise(x + D_v (x - mu)), with D updated every step by
@@ -22,13 +36,17 @@ encoder); wall time is the replay's own select + encode + update + graph time.
 from __future__ import annotations
 
 import argparse
+import json
+import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from searchr3.index import DocumentIndex, RefreshConfig, RefreshPolicy, fidelity, refresh
+from searchr3.index.store import encode_in_batches
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 
@@ -123,6 +141,136 @@ def scifact_vectors(model_path: str, n_docs: int | None, seed: int):
     return docs, qvec, [[row[d] for d in qrels[q]] for q in qids], sec_per_doc
 
 
+class RLRefreshRecorder:
+    """The ``on_step`` hook of ``train_grpo``: records the selective refresh and measures the full one."""
+
+    def __init__(self, probe_queries: list[str], full_every: int, steps: int):
+        self.probe_queries, self.full_every, self.steps = probe_queries, full_every, steps
+        self.rows: list[dict] = []
+        self.version0: DocumentIndex | None = None
+
+    def __call__(self, view: dict) -> None:
+        index, step = view["index"], view["step"]
+        if view["refresh"] is None:  # after the initial build: keep the version-0 vectors (the "none" arm)
+            self.version0 = index.with_vectors(index.vectors(index.doc_ids), version=0)
+            return
+        m = view["metrics"]
+        row = {"step": step, "sel_docs": int(m["refresh/size"]), "sel_s": float(m["time/refresh_s"]),
+               "lag_mean": float(m["index/staleness_mean"]), "lag_max": float(m["index/staleness_max"]),
+               "reward": float(m["reward/mean"]), "step_s": float(m["time/step_s"]),
+               "graph_rebuilt": bool(view["refresh"]["graph_rebuilt"])}
+        if step == 1 or step % self.full_every == 0 or step == self.steps:
+            t = time.perf_counter()
+            fresh = encode_in_batches(view["encode_documents"], [index.texts[d] for d in index.doc_ids],
+                                      index.encode_batch, desc="full re-encode")
+            full = index.with_vectors(fresh, version=step)
+            row["full_s"] = time.perf_counter() - t
+            row["full_docs"] = len(index)
+            probe = view["encode_queries"](self.probe_queries)
+            row["sel_fid"] = fidelity(index, fresh, probe, k=10)
+            row["full_fid"] = fidelity(full, fresh, probe, k=10)
+            row["none_fid"] = fidelity(self.version0, fresh, probe, k=10)
+        self.rows.append(row)
+        print(_rl_line(row), flush=True)
+
+
+RL_HEADER = (f"{'step':>4} | {'sel docs':>8} {'sel s':>7} {'sel fid':>7} {'lag mean/max':>12} | "
+             f"{'full docs':>9} {'full s':>7} {'full fid':>8} | {'none fid':>8} | {'reward':>6} {'step s':>6}")
+
+
+def _rl_line(r: dict) -> str:
+    full = (f"{r['full_docs']:>9} {r['full_s']:>7.1f} {r['full_fid']:>8.3f} | {r['none_fid']:>8.3f}" if "full_s" in r
+            else f"{'-':>9} {'-':>7} {'-':>8} | {'-':>8}")
+    sel_fid = f"{r['sel_fid']:>7.3f}" if "sel_fid" in r else f"{'-':>7}"
+    return (f"{r['step']:>4} | {r['sel_docs']:>8} {r['sel_s']:>7.1f} {sel_fid} {r['lag_mean']:>5.2f}/{r['lag_max']:<6.0f} | "
+            f"{full} | {r['reward']:>6.3f} {r['step_s']:>6.1f}" + ("  (graph rebuilt)" if r["graph_rebuilt"] else ""))
+
+
+def logged_rewards(live_dir: Path) -> dict[int, float]:
+    """Per-step reward/mean of a DVCLive log (``{live_dir}/plots/metrics/reward/mean.tsv``), or {} when absent."""
+    path = live_dir / "plots" / "metrics" / "reward" / "mean.tsv"
+    if not path.exists():
+        return {}
+    lines = path.read_text().split("\n")[1:]
+    return {int(a): float(b) for a, b in (line.split("\t")[:2] for line in lines if line.strip())}
+
+
+def run_rl(args) -> int:
+    """--rl: the rl stage's GRPO run with the measurement hook; prints the side-by-side table."""
+    from searchr3.config import load_params, section
+    from searchr3.index.config import IndexConfig
+    from searchr3.model.config import ModelConfig
+    from searchr3.stages import rl_inputs
+    from searchr3.train.common import batch_order
+    from searchr3.train.grpo import attach_doc_ids, train_grpo
+    from searchr3.train.grpo_config import GRPOConfig
+
+    params = load_params(args.params, profile=args.profile)
+    rl_cfg, index_cfg = section(params, "rl", GRPOConfig), section(params, "index", IndexConfig)
+    model_cfg = section(params, "model", ModelConfig)
+    if args.steps:
+        rl_cfg.steps = args.steps
+    index_cfg.refresh.probe_every = 0  # the hook measures fidelity (every --measure-every steps) instead
+    for path in (args.start, args.data):
+        if not Path(path).exists():
+            sys.exit(f"{path} not found: run `dvc repro rl` (or the stages before rl) first")
+    rows, corpus = rl_inputs(args.data)
+    trained = {i for step in batch_order(len(rows), rl_cfg.queries_per_step, rl_cfg.steps, rl_cfg.seed) for i in step}
+    held_out = [i for i in range(len(rows)) if i not in trained]
+    picked = random.Random(args.seed).sample(held_out, min(args.probe, len(held_out)))
+    probe = [rows[i]["query"] for i in sorted(picked)]
+    if not probe:
+        sys.exit("no held-out rows for probe queries: every training row is used by some step")
+    n_docs = len(attach_doc_ids(rows, corpus)[1]) if rl_cfg.max_corpus_docs <= 0 else rl_cfg.max_corpus_docs
+    full_every = max(1, args.measure_every)
+    recorder = RLRefreshRecorder(probe, full_every, rl_cfg.steps)
+    r = index_cfg.refresh
+    print(f"real RL run: profile {params['_profile']}, start {args.start}, {len(rows)} training rows, "
+          f"{rl_cfg.steps} steps x {rl_cfg.queries_per_step} queries x G={rl_cfg.group_size}, "
+          f"live index <= {n_docs} docs, {index_cfg.kind}")
+    print(f"policy: budget={r.budget_per_step} graph_k={r.graph_k} neighbours_per_doc={r.neighbours_per_doc} "
+          f"topk_stale={r.topk_stale} rotating full refresh T={r.full_refresh_every}")
+    print(f"full re-encode + fidelity ({len(probe)} held-out probe queries, top-10) at step 1 and every {full_every} steps")
+    print("command: python benchmarks/index_refresh.py " + " ".join(sys.argv[1:]))
+    print()
+    print(RL_HEADER)
+    print("-" * len(RL_HEADER))
+    with tempfile.TemporaryDirectory(prefix="refresh-bench-") as tmp:
+        t = Path(tmp)
+        train_grpo(rl_cfg, model_cfg, index_cfg, args.start, rows, corpus, t / "model", t / "ckpt", t / "index",
+                   live_dir=None, progress=False, on_step=recorder)
+    return report_rl(recorder.rows, logged_rewards(Path(args.logged)), args.json)
+
+
+def report_rl(rows: list[dict], logged: dict[int, float], json_out: str | None) -> int:
+    measured = [r for r in rows if "full_s" in r]
+    steps = len(rows)
+    sel_docs = sum(r["sel_docs"] for r in rows)
+    full_docs = measured[0]["full_docs"] * steps
+    sel_s = sum(r["sel_s"] for r in rows)
+    full_s_mean = float(np.mean([r["full_s"] for r in measured]))
+    fid = {arm: [r[f"{arm}_fid"] for r in measured] for arm in ("sel", "full", "none")}
+    print()
+    print(f"mean top-10 fidelity over {len(measured)} measured steps: selective {np.mean(fid['sel']):.3f} "
+          f"(min {min(fid['sel']):.3f})  full {np.mean(fid['full']):.3f}  none {np.mean(fid['none']):.3f}")
+    print(f"documents encoded over {steps} steps: selective {sel_docs}  full {full_docs} "
+          f"({measured[0]['full_docs']} per step)")
+    print(f"wall seconds per step: selective {sel_s / steps:.1f} (mean of all steps)  "
+          f"full {full_s_mean:.1f} (mean of {len(measured)} measured)  wall ratio {sel_s / steps / full_s_mean:.2f}")
+    if logged:
+        same = [r["step"] for r in rows if r["step"] in logged and abs(logged[r["step"]] - r["reward"]) < 1e-6]
+        compared = [r["step"] for r in rows if r["step"] in logged]
+        print(f"same run as the rl stage's dvclive log: reward/mean equal at {len(same)}/{len(compared)} logged steps")
+    else:
+        print("no rl stage dvclive log to compare rewards with")
+    ratio = sel_docs / full_docs
+    print(f"ratio: {ratio:.2f}")
+    if json_out:
+        Path(json_out).write_text(json.dumps({"steps": rows, "ratio": ratio, "full_s_mean": full_s_mean,
+                                              "selective_s_mean": sel_s / steps}, indent=2) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small corpus and few steps (about a minute on 2 CPU cores)")
@@ -137,7 +285,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--local-rate", type=float, default=0.3, help="drift: displacement around each used document per step")
     ap.add_argument("--local-width", type=float, default=0.15, help="drift: how far (in 1 - cosine) a local bump reaches")
     ap.add_argument("--seed", type=int, default=0)
+    rl = ap.add_argument_group("--rl: a real RL run (the rl stage's)")
+    rl.add_argument("--rl", action="store_true", help="measure on the rl stage's GRPO run instead of simulated drift")
+    rl.add_argument("--params", default="params.yaml")
+    rl.add_argument("--profile", help="params.yaml profile (default: the file's `profile:`)")
+    rl.add_argument("--start", default="models/sft", help="model the RL run starts from")
+    rl.add_argument("--data", default="data", help="data stage output")
+    rl.add_argument("--measure-every", type=int, default=1, help="full re-encode + fidelity at step 1 and every N steps")
+    rl.add_argument("--probe", type=int, default=64, help="held-out probe queries for fidelity")
+    rl.add_argument("--logged", default="dvclive/rl", help="the rl stage's DVCLive folder (rewards compared)")
+    rl.add_argument("--json", help="also write the per-step rows as JSON here")
     args = ap.parse_args(argv)
+    if args.rl:
+        return run_rl(args)
 
     steps = args.steps or (12 if args.quick else 40)
     if args.model:

@@ -231,3 +231,21 @@ def test_bad_config_is_refused_before_loading_anything(tmp_path, bad, message):
     with pytest.raises(ValueError, match=message):
         train_grpo(config(**bad), ModelConfig(), index_config(), tmp_path / "no-model", rows, corpus, tmp_path / "o",
                    tmp_path / "c", tmp_path / "i", live_dir=None, progress=False)
+
+
+def test_on_step_hook_sees_every_step_and_leaves_the_run_unchanged(tiny_model_dir, tmp_path):
+    seen = []
+
+    def hook(view):
+        idx = view["index"]
+        docs = view["encode_documents"]([idx.texts[d] for d in idx.doc_ids[:3]])
+        queries = view["encode_queries"](["alpha beta", "gamma"])
+        seen.append((view["step"], view["refresh"] is None, "reward/mean" in view["metrics"], docs.shape[0], queries.shape[0]))
+
+    rows, corpus = toy_data()
+    train_grpo(config(), ModelConfig(max_new_tokens=6), index_config(), tiny_model_dir, rows, corpus, tmp_path / "hooked",
+               tmp_path / "ckpt-hooked", tmp_path / "index-hooked", live_dir=None, progress=False, on_step=hook)
+    run(tiny_model_dir, tmp_path, "plain", config())
+    assert seen == [(0, True, False, 3, 2), (1, False, True, 3, 2), (2, False, True, 3, 2)]
+    hooked, plain = weights(tmp_path / "hooked"), weights(tmp_path / "plain")
+    assert all(torch.equal(hooked[k], plain[k]) for k in plain)

@@ -227,8 +227,15 @@ def step_metrics(rewards: list[float], emitted: list[bool], group_size: int, old
 
 def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: IndexConfig, start_dir: str | Path,
                train_rows: list[dict], corpus: dict[str, str], out: str | Path, checkpoint_dir: str | Path,
-               index_out: str | Path, live_dir: str | Path | None = "dvclive/rl", progress: bool = True) -> dict:
-    """Run (or resume) GRPO from the model in ``start_dir``; export it to ``out``, the index to ``index_out``; return the summary."""
+               index_out: str | Path, live_dir: str | Path | None = "dvclive/rl", progress: bool = True,
+               on_step: Callable[[dict], None] | None = None) -> dict:
+    """Run (or resume) GRPO from the model in ``start_dir``; export it to ``out``, the index to ``index_out``; return the summary.
+
+    ``on_step`` (measurement hook, e.g. ``benchmarks/index_refresh.py --rl``) is called once after the index is
+    built or restored (``step`` 0 for a fresh run) and after every step's refresh, with ``{"step", "index",
+    "encode_documents", "encode_queries", "metrics", "refresh"}``; the encoders use the current policy. It must
+    not change the index or the model; it draws no random numbers, so the run stays the same with or without it.
+    """
     _check_config(config)
     if not train_rows:
         raise ValueError("no training rows")
@@ -268,6 +275,17 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
         index = DocumentIndex.from_config(index_config)
         index.build(list(texts), list(texts.values()), encode_fn, version=0, progress=progress)
         refresher = RefreshPolicy(index, index_config.refresh, progress=progress)
+    def encode_queries(queries: list[str]) -> np.ndarray:
+        model.eval()
+        with common.autocast(bf16, device):
+            return embedder.encode_queries(queries, batch_size=config.micro_batch).vectors
+
+    def notify(metrics: dict, refresh_stats: dict | None) -> None:
+        if on_step is not None:
+            on_step({"step": state["step"], "index": index, "encode_documents": encode_fn, "encode_queries": encode_queries,
+                     "metrics": metrics, "refresh": refresh_stats})
+
+    notify({}, None)
     live = common.open_live(live_dir, resume=ckpt is not None)
     search_k = max(config.reward_cutoff, index_config.refresh.topk_stale)
     G = config.group_size
@@ -311,9 +329,7 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
         # 5. refresh the index with policy version step + 1; probe fidelity when due
         probe_vectors = None
         if index_config.refresh.probe_every > 0 and step % index_config.refresh.probe_every == 0:
-            model.eval()
-            with common.autocast(bf16, device):
-                probe_vectors = embedder.encode_queries(probe, batch_size=config.micro_batch).vectors
+            probe_vectors = encode_queries(probe)
         used = list(dict.fromkeys(d for r in batch for d in used_doc_ids(r, config.negatives_per_query)))
         stats = refresher.step(step, encode_fn, used, ranked, state["policy_version"], probe_query_vectors=probe_vectors)
         timings["time/refresh_s"] = time.time() - step_started - sum(timings.values())  # probe included when due
@@ -325,6 +341,7 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
         if stats["fidelity"] is not None:
             metrics["index/fidelity"] = stats["fidelity"]
         common.log_metrics(live, metrics, state["step"])
+        notify(metrics, stats)
         state["history"].append({"step": state["step"], **metrics})
         if bar:
             bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", emit=f"{metrics['emitted']:.2f}")

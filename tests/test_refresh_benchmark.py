@@ -1,0 +1,53 @@
+"""benchmarks/index_refresh.py --rl: the recorder measured on a real (tiny) GRPO run, and its report."""
+import importlib.util
+import re
+from pathlib import Path
+
+from searchr3.model.config import ModelConfig
+from searchr3.train.grpo import train_grpo
+from test_grpo import config, index_config, toy_data
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "index_refresh.py"
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("index_refresh_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recorder_measures_selective_against_full_on_a_real_run(tiny_model_dir, tmp_path, capsys):
+    bench = load_benchmark()
+    rows, corpus = toy_data()
+    recorder = bench.RLRefreshRecorder(["alpha beta gamma", "delta epsilon", "zeta eta"], full_every=2, steps=4)
+    icfg = index_config(budget_per_step=3, full_refresh_every=0, probe_every=0)
+    train_grpo(config(steps=4, checkpoint_every=4), ModelConfig(max_new_tokens=6), icfg, tiny_model_dir, rows, corpus,
+               tmp_path / "m", tmp_path / "c", tmp_path / "i", live_dir=None, progress=False, on_step=recorder)
+    assert [r["step"] for r in recorder.rows] == [1, 2, 3, 4]
+    measured = [r for r in recorder.rows if "full_s" in r]
+    assert [r["step"] for r in measured] == [1, 2, 4]  # step 1, every 2nd step, the last
+    n_docs = len(corpus)
+    for r in recorder.rows:
+        assert 0 < r["sel_docs"] <= 3  # the budget, no rotation
+    for r in measured:
+        assert r["full_docs"] == n_docs and r["full_fid"] == 1.0
+        assert 0.0 <= r["none_fid"] <= 1.0 and 0.0 <= r["sel_fid"] <= 1.0
+
+    logged = {1: recorder.rows[0]["reward"], 2: recorder.rows[1]["reward"] + 1.0}
+    assert bench.report_rl(recorder.rows, logged, str(tmp_path / "rows.json")) == 0
+    out = capsys.readouterr().out
+    sel = sum(r["sel_docs"] for r in recorder.rows)
+    assert f"documents encoded over 4 steps: selective {sel}  full {4 * n_docs}" in out
+    assert "reward/mean equal at 1/2 logged steps" in out
+    assert float(re.search(r"ratio: ([0-9.]+)", out).group(1)) == round(sel / (4 * n_docs), 2)
+    assert (tmp_path / "rows.json").exists()
+
+
+def test_logged_rewards_reads_the_dvclive_tsv(tmp_path):
+    bench = load_benchmark()
+    tsv = tmp_path / "plots" / "metrics" / "reward" / "mean.tsv"
+    tsv.parent.mkdir(parents=True)
+    tsv.write_text("step\tmean\n1\t0.5\n2\t0.25\n")
+    assert bench.logged_rewards(tmp_path) == {1: 0.5, 2: 0.25}
+    assert bench.logged_rewards(tmp_path / "absent") == {}
