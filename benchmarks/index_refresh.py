@@ -36,7 +36,6 @@ encoder); wall time is the replay's own select + encode + update + graph time.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from searchr3.data.io import write_json_atomic
 from searchr3.index import DocumentIndex, RefreshConfig, RefreshPolicy, fidelity, refresh
 from searchr3.index.store import encode_in_batches
 
@@ -153,6 +153,7 @@ class RLRefreshRecorder:
         index, step = view["index"], view["step"]
         if view["refresh"] is None:  # after the initial build: keep the version-0 vectors (the "none" arm)
             self.version0 = index.with_vectors(index.vectors(index.doc_ids), version=0)
+            print(f"live index: {len(index)} documents\n\n{RL_HEADER}\n{'-' * len(RL_HEADER)}", flush=True)
             return
         m = view["metrics"]
         row = {"step": step, "sel_docs": int(m["refresh/size"]), "sel_s": float(m["time/refresh_s"]),
@@ -202,7 +203,7 @@ def run_rl(args) -> int:
     from searchr3.model.config import ModelConfig
     from searchr3.stages import rl_inputs
     from searchr3.train.common import batch_order
-    from searchr3.train.grpo import attach_doc_ids, train_grpo
+    from searchr3.train.grpo import train_grpo
     from searchr3.train.grpo_config import GRPOConfig
 
     params = load_params(args.params, profile=args.profile)
@@ -221,20 +222,16 @@ def run_rl(args) -> int:
     probe = [rows[i]["query"] for i in sorted(picked)]
     if not probe:
         sys.exit("no held-out rows for probe queries: every training row is used by some step")
-    n_docs = len(attach_doc_ids(rows, corpus)[1]) if rl_cfg.max_corpus_docs <= 0 else rl_cfg.max_corpus_docs
     full_every = max(1, args.measure_every)
     recorder = RLRefreshRecorder(probe, full_every, rl_cfg.steps)
     r = index_cfg.refresh
     print(f"real RL run: profile {params['_profile']}, start {args.start}, {len(rows)} training rows, "
           f"{rl_cfg.steps} steps x {rl_cfg.queries_per_step} queries x G={rl_cfg.group_size}, "
-          f"live index <= {n_docs} docs, {index_cfg.kind}")
+          f"live index max_corpus_docs={rl_cfg.max_corpus_docs} (0 = all), {index_cfg.kind}")
     print(f"policy: budget={r.budget_per_step} graph_k={r.graph_k} neighbours_per_doc={r.neighbours_per_doc} "
           f"topk_stale={r.topk_stale} rotating full refresh T={r.full_refresh_every}")
     print(f"full re-encode + fidelity ({len(probe)} held-out probe queries, top-10) at step 1 and every {full_every} steps")
     print("command: python benchmarks/index_refresh.py " + " ".join(sys.argv[1:]))
-    print()
-    print(RL_HEADER)
-    print("-" * len(RL_HEADER))
     with tempfile.TemporaryDirectory(prefix="refresh-bench-") as tmp:
         t = Path(tmp)
         train_grpo(rl_cfg, model_cfg, index_cfg, args.start, rows, corpus, t / "model", t / "ckpt", t / "index",
@@ -266,8 +263,8 @@ def report_rl(rows: list[dict], logged: dict[int, float], json_out: str | None) 
     ratio = sel_docs / full_docs
     print(f"ratio: {ratio:.2f}")
     if json_out:
-        Path(json_out).write_text(json.dumps({"steps": rows, "ratio": ratio, "full_s_mean": full_s_mean,
-                                              "selective_s_mean": sel_s / steps}, indent=2) + "\n")
+        write_json_atomic(json_out, {"steps": rows, "ratio": ratio, "full_s_mean": full_s_mean,
+                                     "selective_s_mean": sel_s / steps})
     return 0
 
 

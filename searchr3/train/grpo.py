@@ -275,6 +275,7 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
         index = DocumentIndex.from_config(index_config)
         index.build(list(texts), list(texts.values()), encode_fn, version=0, progress=progress)
         refresher = RefreshPolicy(index, index_config.refresh, progress=progress)
+
     def encode_queries(queries: list[str]) -> np.ndarray:
         model.eval()
         with common.autocast(bf16, device):
