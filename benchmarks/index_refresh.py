@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from searchr3.data.io import write_json_atomic
+from searchr3.files import write_json_atomic
 from searchr3.index import DocumentIndex, RefreshConfig, RefreshPolicy, fidelity, refresh
 from searchr3.index.store import encode_in_batches
 

@@ -18,38 +18,14 @@ import sys
 from pathlib import Path
 
 from prefect import deploy
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-from prefect.exceptions import ObjectNotFound
 from prefect.schedules import Cron
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.local import DEFAULT_POOL, QUIET_ENV
+from ops.prefect_local import DEFAULT_POOL, api_settings, ensure_work_pool, job_env
 
 REPO = Path(__file__).resolve().parents[1]
 NIGHTLY_CRON = "0 2 * * *"
 ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
-
-
-def _settings(api_url: str | None):
-    return temporary_settings({PREFECT_API_URL: api_url}) if api_url else temporary_settings({})
-
-
-def ensure_work_pool(name: str = DEFAULT_POOL, concurrency_limit: int = 1, api_url: str | None = None) -> None:
-    """Create the process work pool if missing; (re)set its concurrency limit either way."""
-    from prefect.workers.process import ProcessWorker
-
-    with _settings(api_url), get_client(sync_client=True) as client:
-        try:
-            client.read_work_pool(name)
-        except ObjectNotFound:
-            client.create_work_pool(WorkPoolCreate(
-                name=name, type="process", concurrency_limit=concurrency_limit,
-                base_job_template=ProcessWorker.get_default_base_job_template(),
-                description="searchr3 training: one flow run at a time"))
-        else:
-            client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=concurrency_limit))
 
 
 def build_deployments(source: str | Path = REPO, pool: str = DEFAULT_POOL, timezone: str = "UTC",
@@ -59,7 +35,7 @@ def build_deployments(source: str | Path = REPO, pool: str = DEFAULT_POOL, timez
     from flows.pipeline import training_pipeline
 
     source = str(Path(source).resolve())
-    job = {"env": dict(QUIET_ENV)}
+    job = {"env": job_env()}
     manual = training_pipeline.from_source(source, "flows/pipeline.py:training_pipeline").to_deployment(
         name="manual", work_pool_name=pool, concurrency_limit=ONE_AT_A_TIME, job_variables=job,
         parameters=manual_parameters or {}, tags=["searchr3", "manual"],
@@ -75,7 +51,7 @@ def deploy_all(source: str | Path = REPO, pool: str = DEFAULT_POOL, timezone: st
                manual_parameters: dict | None = None, api_url: str | None = None) -> list:
     """Create the work pool (if needed) and both deployments; returns their ids."""
     ensure_work_pool(pool, api_url=api_url)
-    with _settings(api_url):
+    with api_settings(api_url):
         deployments = build_deployments(source, pool, timezone, cron, manual_parameters)
         return deploy(*deployments, work_pool_name=pool, build=False, push=False, print_next_steps_message=False,
                       ignore_warnings=True)

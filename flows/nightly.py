@@ -21,6 +21,8 @@ from prefect import flow, get_run_logger
 
 from searchr3 import stages
 from searchr3.config import load_params, section
+from searchr3.eval.config import EvaluateConfig
+from searchr3.eval.sets import gate_set
 from searchr3.promote import PromoteConfig
 from tasks.dvc import push, repro_stage
 from tasks.promote import gate, promote_release
@@ -45,8 +47,8 @@ def nightly_retrain(rebuild_data: bool = True, push_outputs: bool = True, force_
     cfg = section(params, "promote", PromoteConfig)
     outcomes: dict[str, str] = {}
     for stage in stages.STAGES:
-        gate_set = stages.gate_set(params) if stage == "evaluate" else None
-        done = repro_stage(stage, force=rebuild_data and stage == "data", gate_set=gate_set,
+        gate_name = gate_set(section(params, "evaluate", EvaluateConfig)) if stage == "evaluate" else None
+        done = repro_stage(stage, force=rebuild_data and stage == "data", gate_set=gate_name,
                            timeout_s=stage_timeout_s)
         outcomes[stage] = done["outcome"]
     logger = get_run_logger()

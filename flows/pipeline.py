@@ -11,7 +11,6 @@ and nothing is trained.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 
@@ -36,8 +35,7 @@ def training_pipeline(params_path: str = "params.yaml", profile: str | None = No
     get_run_logger().info("profile %s, overrides %s", params["_profile"], overrides or {})
     result: dict = {}
     for name, stage_task in STAGE_TASKS.items():
-        kwargs = {"progress": progress} if "progress" in inspect.signature(stage_task.fn).parameters else {}
-        result = stage_task(params, **kwargs)
+        result = stage_task(params, progress=progress)
         if name == stop_after:
             break
     return result

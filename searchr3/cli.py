@@ -19,14 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     parser.add_argument("--profile", default=None, help="profile in params.yaml to apply")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"searchr3.commands.{name}")
-        except ModuleNotFoundError as err:  # a command whose module is not written yet
-            if err.name != f"searchr3.commands.{name}":
-                raise
-            continue
-        module.register(sub)
+    for name in COMMANDS:  # a missing module is a broken install: it fails here, it is never skipped
+        importlib.import_module(f"searchr3.commands.{name}").register(sub)
     return parser
 
 

@@ -21,6 +21,9 @@ import yaml
 
 T = TypeVar("T")
 DEFAULT_PARAMS = Path("params.yaml")
+# Sections that were renamed or merged: a file (or profile) still using one is refused, not silently ignored.
+MOVED_SECTIONS = {"eval": "its keys top_k, cache_dir and minilm_batch_size belong in `evaluate:`, "
+                          "and its `bm25:` block is the top-level `bm25:` section"}
 
 
 class ConfigError(ValueError):
@@ -60,6 +63,9 @@ def load_params(path: str | Path = DEFAULT_PARAMS, profile: str | None = None,
         raw = _deep_merge(raw, profiles[name])
     for k, v in (overrides or {}).items():
         _set_dotted(raw, k, v)
+    for old, new in MOVED_SECTIONS.items():
+        if old in raw:
+            raise ConfigError(f"{path}: the `{old}:` section is gone; {new}")
     raw["_profile"] = name or "default"
     return raw
 

@@ -6,22 +6,23 @@ the pipeline's own outputs (``models/rl``, ``indexes/production``) are used.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-RECORD = Path("production/record.json")
+from searchr3.files import read_json_if_exists
+from searchr3.paths import PATHS
+
+RECORD = Path(PATHS["record"])
 
 
 def read_record(path: str | Path = RECORD) -> dict | None:
-    p = Path(path)
-    return json.loads(p.read_text()) if p.exists() else None
+    return read_json_if_exists(path)
 
 
 def production_model(path: str | Path = RECORD) -> str:
     record = read_record(path)
-    return record["model"] if record else "models/rl"
+    return record["model"] if record else PATHS["rl"]
 
 
 def production_index(path: str | Path = RECORD) -> str:
     record = read_record(path)
-    return record["index"] if record else "indexes/production"
+    return record["index"] if record else PATHS["index"]

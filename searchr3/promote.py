@@ -1,7 +1,7 @@
 """The promotion gate: a retrained model replaces production only if it is not worse on the gate set.
 
 Rule: promote when ``candidate >= production - tolerance`` on ``metric`` (nDCG@10) of the gate set
-(``searchr3.stages.gate_set``), both read from ``metrics/eval.json`` shaped
+(``searchr3.eval.sets.gate_set``), both read from ``metrics/eval.json`` shaped
 ``{dataset: {system: {"ndcg@10": ...}}}``. With no production record the first candidate is promoted.
 
 Promotion (:func:`promote`) copies the candidate model and its index snapshot into
@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import math
-import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from searchr3.data.io import atomic_directory
+from searchr3.files import atomic_directory, read_json_if_exists, write_json_atomic
+from searchr3.paths import MODELS, PATHS
 
-MODEL_DIRS = {"base": "models/base", "sft": "models/sft", "rl": "models/rl"}
 RELEASES_IGNORE = "# promoted models and index copies: large, recoverable from the DVC remote\n*\n"
 
 
@@ -40,8 +37,8 @@ class PromoteConfig:
     metric: str = "ndcg@10"  # the metric of metrics/eval.json the gate compares
     candidate: str = "rl"  # system of metrics/eval.json that is promoted ("rl", "rl+reasoning" ...)
     fallback: list[str] = field(default_factory=lambda: ["sft"])  # if the candidate was not evaluated: best of these
-    record: str = "production/record.json"  # what the search command serves (searchr3/production.py reads it)
-    releases: str = "production/releases"  # promoted model + index copies; git-ignored by a .gitignore inside
+    record: str = PATHS["record"]  # what the search command serves (searchr3/production.py reads it)
+    releases: str = PATHS["releases"]  # promoted model + index copies; git-ignored by a .gitignore inside
     keep_releases: int = 2  # releases kept on disk (the current one included); older ones live in the DVC remote
     dvc_remote: str = "local"  # DVC remote `dvc push` sends the pipeline's outputs to on promotion; "" = no push
     dvc_remote_url: str = ".dvc-remote"  # used to create dvc_remote when missing (a local folder inside the repo,
@@ -138,30 +135,11 @@ def git_revision(cwd: str | Path = ".") -> dict:
 
 
 def write_record(record: dict, path: str | Path) -> Path:
-    """Write ``record`` as JSON: temp file beside ``path``, fsync, ``os.replace``, fsync the folder.
+    """Write ``record`` as JSON, atomically and durably (fsynced before and after the rename).
 
-    Readers (and a crash at any point) see the old record or the new one, never a partial file.
+    Readers (and a crash at any point, power cut included) see the old record or the new one, never a partial file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
+    return write_json_atomic(path, record, durable=True)
 
 
 def release_id(now: dt.datetime, run_id: str | None) -> str:
@@ -170,14 +148,17 @@ def release_id(now: dt.datetime, run_id: str | None) -> str:
 
 def copy_release(model_dir: str | Path, index_dir: str | Path | None, releases: str | Path, name: str,
                  dvc_lock: str | Path = "dvc.lock") -> dict[str, str | None]:
-    """Copy the model, index snapshot and dvc.lock into ``releases/name`` (built aside, renamed into place)."""
+    """Copy the model, index snapshot and dvc.lock into ``releases/name`` (built aside, fsynced, renamed into place).
+
+    Durable like the record that will point at it: after a crash the record never names a release whose files
+    were still in the page cache."""
     releases = Path(releases)
     releases.mkdir(parents=True, exist_ok=True)
     ignore = releases / ".gitignore"
     if not ignore.exists():
         ignore.write_text(RELEASES_IGNORE)
     target = releases / name
-    with atomic_directory(target) as tmp:
+    with atomic_directory(target, durable=True) as tmp:
         shutil.copytree(model_dir, tmp / "model")
         if index_dir is not None:
             shutil.copytree(index_dir, tmp / "index")
@@ -202,17 +183,14 @@ def matching_index(index_dir: str | Path, model_dir: str, cwd: str | Path = ".")
     The index stage writes ``model_path`` relative to the repo root (``models/rl``).
     """
     folder = Path(cwd) / index_dir
-    manifest = folder / "manifest.json"
-    if not manifest.is_file():
-        return None
-    model_path = json.loads(manifest.read_text()).get("model_path")
+    model_path = (read_json_if_exists(folder / "manifest.json") or {}).get("model_path")
     if not model_path:
         return None
     same = (Path(cwd) / model_path).resolve() == (Path(cwd) / model_dir).resolve()
     return folder if same else None
 
 
-def promote(decision: Decision, metrics: dict, config: PromoteConfig, *, index_dir: str | Path = "indexes/production",
+def promote(decision: Decision, metrics: dict, config: PromoteConfig, *, index_dir: str | Path = PATHS["index"],
             run_id: str | None = None, dvc_remote: str | None = None, now: dt.datetime | None = None,
             cwd: str | Path = ".") -> dict:
     """Copy the gated system's model (+ its index snapshot) into a release and make it production.
@@ -223,13 +201,13 @@ def promote(decision: Decision, metrics: dict, config: PromoteConfig, *, index_d
         raise ValueError(f"refusing to promote: {decision.reason}")
     cwd = Path(cwd)
     now = now or dt.datetime.now(dt.timezone.utc)
-    model_dir = MODEL_DIRS.get(decision.system.split("+", 1)[0])
+    model_dir = MODELS.get(decision.system.split("+", 1)[0])
     if model_dir is None or not (cwd / model_dir).is_dir():
         raise FileNotFoundError(f"{cwd / str(model_dir)}: the model of system {decision.system!r} is missing")
     index = matching_index(index_dir, model_dir, cwd)
     name = release_id(now, run_id)
     paths = copy_release(cwd / model_dir, index, cwd / config.releases, name, cwd / "dvc.lock")
-    previous = _read(cwd / config.record)
+    previous = read_json_if_exists(cwd / config.record)
     git = git_revision(cwd)
     record = {
         "model": str(Path(config.releases) / name / "model"),
@@ -253,7 +231,3 @@ def promote(decision: Decision, metrics: dict, config: PromoteConfig, *, index_d
     write_record(record, cwd / config.record)
     prune_releases(cwd / config.releases, config.keep_releases, name)
     return record
-
-
-def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None

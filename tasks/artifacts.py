@@ -4,7 +4,6 @@ Each function takes plain dicts (what ``searchr3.stages`` returns or wrote to ``
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
@@ -91,8 +90,3 @@ def publish_decision(decision: dict, record_path: str, promoted: bool) -> None:
             f"Production record: `{record_path}`"
             + ("" if promoted else " (left untouched)") + "\n")
     create_markdown_artifact(markdown=body, key="promotion-decision", description=decision["reason"][:200])
-
-
-def read_json(path: str | Path) -> dict | None:
-    p = Path(path)
-    return json.loads(p.read_text()) if p.is_file() else None

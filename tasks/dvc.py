@@ -2,18 +2,22 @@
 
 DVC reads ``params.yaml`` itself, including its ``profile:`` key; ``SEARCHR3_PROFILE`` is removed from the
 environment of every DVC command, because a profile DVC cannot see would make it reuse outputs built
-under another profile. The virtual environment's ``bin/`` is put first on ``PATH`` so the stage
-commands (``searchr3 stage NAME``) resolve to this interpreter's package.
+under another profile. Commands run with ``ops.environment.tool_env`` (offline variables, this virtual
+environment's ``bin/`` first on ``PATH``, so the stage commands resolve to this interpreter's package).
+
+What a repro did is read from machine-readable sources, never from DVC's log text: ``dvc status --json``
+before it says whether the stage was out of date, and ``searchr3 stage`` appends a JSON line to the file
+named by ``SEARCHR3_STAGE_LOG`` when DVC runs its command (rather than restoring the outputs from the run
+cache). A repository locked by another DVC command is waited for (``dvc --wait-for-lock``).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
-import re
-import shutil
 import signal
 import subprocess
-import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,16 +26,13 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
+from ops.environment import find_tool, tool_env
 from searchr3 import stages
-from tasks.artifacts import publish_eval, publish_stage_summary, publish_validation, read_json
+from searchr3.commands.stage import STAGE_LOG_ENV
+from searchr3.files import read_json_if_exists
+from searchr3.paths import PATHS, STAGE_SUMMARIES
+from tasks.artifacts import publish_eval, publish_stage_summary, publish_validation
 from tasks.retry import RETRIES
-
-# What each stage leaves behind that summarises it (published as an artifact after the stage).
-STAGE_SUMMARIES = {"base_model": "models/base/manifest.json", "data": "data/manifest.json",
-                   "validate": "reports/validation/summary.json", "traces": "traces/traces.summary.json",
-                   "sft": "metrics/sft.json", "rl": "metrics/rl.json", "index": "indexes/production/manifest.json",
-                   "evaluate": "metrics/eval.json"}
-LOCK_MESSAGE = "Unable to acquire lock"
 
 
 class DvcFailed(RuntimeError):
@@ -41,27 +42,17 @@ class DvcFailed(RuntimeError):
         self.returncode, self.output = returncode, output
 
 
-class DvcLocked(TimeoutError):
-    """Another DVC command holds the repository lock (transient: the task retries)."""
-
-
 class DvcPushFailed(OSError):
     """``dvc push`` failed (the remote was unreachable or full); pushing again is safe, so it is retried."""
 
 
 def dvc_executable() -> str:
-    beside = Path(sys.executable).with_name("dvc")
-    found = str(beside) if beside.exists() else shutil.which("dvc")
-    if not found:
-        raise FileNotFoundError("dvc is not installed in this environment (pip install dvc)")
-    return found
+    return find_tool("dvc")
 
 
-def dvc_env() -> dict[str, str]:
-    env = dict(os.environ)
+def dvc_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = tool_env(extra)
     env.pop("SEARCHR3_PROFILE", None)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.setdefault("DVC_NO_ANALYTICS", "1")
     return env
 
 
@@ -72,12 +63,15 @@ def _logger():
         return logging.getLogger(__name__)
 
 
-def run_dvc(args: list[str], cwd: str | Path = ".", timeout_s: float | None = None) -> str:
-    """Run ``dvc ARGS``, log its output line by line, return it; raise on a non-zero exit or a timeout."""
+def run_dvc(args: list[str], cwd: str | Path = ".", timeout_s: float | None = None,
+            env: dict[str, str] | None = None) -> str:
+    """Run ``dvc ARGS`` (waiting for DVC's lock), log its output line by line, return it (stdout and stderr,
+    for people); raise on a non-zero exit or a timeout. ``env`` adds variables to the command's environment."""
     logger = _logger()
     logger.info("$ dvc %s", " ".join(args))
-    proc = subprocess.Popen([dvc_executable(), *args], cwd=cwd, env=dvc_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+    proc = subprocess.Popen([dvc_executable(), "--wait-for-lock", *args], cwd=cwd, env=dvc_env(env),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            start_new_session=True)
     lines: list[str] = []
 
     def pump() -> None:
@@ -102,20 +96,36 @@ def run_dvc(args: list[str], cwd: str | Path = ".", timeout_s: float | None = No
         reader.join(timeout=10)
     output = "".join(lines)
     if returncode != 0:
-        if LOCK_MESSAGE in output:
-            raise DvcLocked(f"`dvc {' '.join(args)}`: {LOCK_MESSAGE} (another dvc command is running)")
         raise DvcFailed(args, returncode, output)
     return output
 
 
-def stage_outcome(stage: str, output: str) -> str:
-    """What ``dvc repro`` did with ``stage``: ran | skipped (unchanged) | restored (from the run cache)."""
-    name = re.escape(stage)
-    if re.search(rf"Running stage '{name}'", output):
+def stage_is_stale(stage: str, cwd: str | Path = ".", timeout_s: float | None = None) -> bool:
+    """Whether ``dvc status --json STAGE`` reports anything changed for the stage itself (deps, params, outs, cmd)."""
+    args = ["--wait-for-lock", "status", "--json", stage]
+    try:
+        done = subprocess.run([dvc_executable(), *args], cwd=cwd, env=dvc_env(), capture_output=True, text=True,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise TimeoutError(f"`dvc status --json {stage}` ran past {timeout_s} s") from None
+    if done.returncode != 0:
+        raise DvcFailed(args, done.returncode, done.stdout + done.stderr)
+    return bool(json.loads(done.stdout))
+
+
+def stage_outcome(stage: str, stale: bool, ran: list[str]) -> str:
+    """What ``dvc repro`` did with ``stage``: ran | restored (from the run cache) | skipped (unchanged).
+
+    ``stale``: ``dvc status`` reported it out of date (or it was forced); ``ran``: the stages whose command ran.
+    """
+    if stage in ran:
         return "ran"
-    if re.search(rf"Stage '{name}' is cached", output):
-        return "restored"
-    return "skipped"
+    return "restored" if stale else "skipped"
+
+
+def _stages_that_ran(log: Path) -> list[str]:
+    text = log.read_text(encoding="utf-8") if log.is_file() else ""
+    return [json.loads(line)["stage"] for line in text.splitlines() if line.strip()]
 
 
 def _validation_failure(started: float):
@@ -125,7 +135,7 @@ def _validation_failure(started: float):
     path = Path(STAGE_SUMMARIES["validate"])
     if not path.is_file() or path.stat().st_mtime < started:
         return None
-    summary = read_json(path)
+    summary = read_json_if_exists(path)
     return None if summary.get("success") else ValidationFailed(failure_message(summary), summary)
 
 
@@ -135,19 +145,23 @@ def repro_stage(stage: str, force: bool = False, gate_set: str | None = None, ti
     if stage not in stages.STAGES:
         raise ValueError(f"unknown stage {stage!r}; known: {list(stages.STAGES)}")
     started = time.time()
-    try:
-        output = run_dvc(["repro", "--single-item", *(["--force"] if force else []), stage], timeout_s=timeout_s)
-    except DvcFailed:
-        failure = _validation_failure(started) if stage == "validate" else None
-        if failure is not None:
-            publish_validation(failure.summary, stages.PATHS["validation"], str(failure))
-            raise failure from None
-        raise
-    outcome = stage_outcome(stage, output)
+    stale = force or stage_is_stale(stage, timeout_s=timeout_s)
+    with tempfile.TemporaryDirectory(prefix="searchr3-repro-") as tmp:
+        log = Path(tmp) / "stages.jsonl"
+        try:
+            run_dvc(["repro", "--single-item", *(["--force"] if force else []), stage], timeout_s=timeout_s,
+                    env={STAGE_LOG_ENV: str(log)})
+        except DvcFailed:
+            failure = _validation_failure(started) if stage == "validate" else None
+            if failure is not None:
+                publish_validation(failure.summary, PATHS["validation"], str(failure))
+                raise failure from None
+            raise
+        outcome = stage_outcome(stage, stale, _stages_that_ran(log))
     _logger().info("stage %s: %s (%.1f s)", stage, outcome, time.time() - started)
-    summary = read_json(STAGE_SUMMARIES[stage]) or {}
+    summary = read_json_if_exists(STAGE_SUMMARIES[stage]) or {}
     if stage == "validate":
-        publish_validation(summary, stages.PATHS["validation"])
+        publish_validation(summary, PATHS["validation"])
     elif stage == "evaluate":
         publish_eval(summary, gate_set, "dvc repro evaluate")
     elif summary:

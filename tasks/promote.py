@@ -7,11 +7,14 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from searchr3 import stages
 from searchr3.config import section
+from searchr3.eval.config import EvaluateConfig
+from searchr3.eval.sets import gate_set
+from searchr3.files import read_json_if_exists
+from searchr3.paths import STAGE_SUMMARIES
 from searchr3.production import read_record
 from searchr3.promote import Decision, PromoteConfig, decide, promote
-from tasks.artifacts import publish_decision, read_json
+from tasks.artifacts import publish_decision
 from tasks.retry import RETRIES
 
 
@@ -22,10 +25,11 @@ def gate(params: dict, force: bool = False) -> dict:
     ``force`` promotes an evaluated candidate whatever the comparison says (the reason records that it was forced).
     """
     cfg = section(params, "promote", PromoteConfig)
-    metrics = read_json(stages.PATHS["metrics"] + "/eval.json")
+    metrics = read_json_if_exists(STAGE_SUMMARIES["evaluate"])
     if metrics is None:
         raise FileNotFoundError("metrics/eval.json is missing: the evaluate stage did not run")
-    decision = decide(metrics, read_record(cfg.record), stages.gate_set(params), cfg.tolerance,
+    gate_name = gate_set(section(params, "evaluate", EvaluateConfig))
+    decision = decide(metrics, read_record(cfg.record), gate_name, cfg.tolerance,
                       candidate=cfg.candidate, fallback=cfg.fallback, metric=cfg.metric)
     if force and not decision.promote and decision.candidate is not None:
         decision = dataclasses.replace(decision, promote=True, reason=f"forced by hand over: {decision.reason}")
@@ -39,7 +43,7 @@ def gate(params: dict, force: bool = False) -> dict:
 def promote_release(params: dict, decision: dict, dvc_remote: str | None = None) -> dict:
     """Copy the candidate into production/releases/ and write production/record.json (last, atomically)."""
     cfg = section(params, "promote", PromoteConfig)
-    metrics = read_json(stages.PATHS["metrics"] + "/eval.json")
+    metrics = read_json_if_exists(STAGE_SUMMARIES["evaluate"])
     record = promote(Decision(**decision), metrics, cfg, run_id=flow_run.id, dvc_remote=dvc_remote)
     get_run_logger().info("promoted %s (release %s): %s", record["system"], record["release"], record["model"])
     publish_decision(decision, cfg.record, promoted=True)

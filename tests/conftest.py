@@ -1,12 +1,9 @@
-"""Test configuration: offline, deterministic, tiny models built here (no download)."""
+"""Test configuration: offline (ops/offline.env), deterministic, tiny models built here (no download)."""
 import os
 
-for _k, _v in {
-    "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DVC_NO_ANALYTICS": "1", "DVC_STUDIO_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}.items():
-    os.environ[_k] = _v
+from ops.environment import apply_offline_env
+
+apply_offline_env()  # before anything imports transformers, datasets, prefect or dvc
 os.environ.setdefault("PREFECT_HOME", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".prefect"))
 
 from pathlib import Path  # noqa: E402
@@ -19,7 +16,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A materialised tiny random model (embed token added), built once per session."""
-    from searchr3.model.tiny import build_tiny_model
+    from searchr3.model.materialize import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 

@@ -9,7 +9,7 @@ import pytest
 from searchr3.data.errors import DataError
 from searchr3.data.types import RetrievalSet
 from searchr3.eval.bm25 import bm25_search
-from searchr3.eval.config import EvalConfig
+from searchr3.eval.config import EvaluateConfig
 from searchr3.eval.dense import dense_search
 from searchr3.eval.evaluate import evaluate, evaluate_detailed
 from searchr3.eval.report import render_table
@@ -53,7 +53,7 @@ class FakeEncoder:
         self.document_calls += 1
         return np.stack([bag_of_words(t) for t in texts])
 
-    def encode_queries(self, texts, reasoning=False, return_traces=False):
+    def encode_queries(self, texts, reasoning=False, return_traces=False, progress=False):
         vectors = np.stack([bag_of_words(t) for t in texts])
         if not reasoning:
             return FakeQueries(vectors)
@@ -158,7 +158,7 @@ def test_dense_reasoning_statistics(tmp_path):
 # ---- evaluate() -------------------------------------------------------------------------------------
 
 def test_evaluate_plain_keys_and_values(tmp_path):
-    result = evaluate("fake", FRUIT, encoder=FakeEncoder(), config=EvalConfig(cache_dir=str(tmp_path)))
+    result = evaluate("fake", FRUIT, encoder=FakeEncoder(), config=EvaluateConfig(cache_dir=str(tmp_path)))
     assert set(result) == PLAIN_KEYS
     # judged queries only: q_fruit finds d_two at rank 2, q_car finds d_car at rank 1
     assert result["queries"] == 2
@@ -171,7 +171,7 @@ def test_evaluate_plain_keys_and_values(tmp_path):
 
 def test_evaluate_reasoning_keys(tmp_path):
     result = evaluate("fake", FRUIT, reasoning=True, split="dev", encoder=FakeEncoder(),
-                      config=EvalConfig(cache_dir=str(tmp_path)))
+                      config=EvaluateConfig(cache_dir=str(tmp_path)))
     assert set(result) == REASONING_KEYS
     assert result["split"] == "dev"
     # the two judged queries have 3 and 1 words: neither emits the token
@@ -201,13 +201,12 @@ def test_evaluate_missing_model_folder(tmp_path):
     assert err.value.path == str(tmp_path / "no-such-model")
 
 
-def test_evaluate_trained_model_folder(tmp_path):
+def test_evaluate_trained_model_folder(tmp_path, tiny_model_dir):
     """A real Embedder (tiny random model) goes through load_encoder, the cache and reasoning."""
-    tiny = pytest.importorskip("searchr3.model.tiny")
     from searchr3.model.config import ModelConfig
 
-    model = tiny.build_tiny_model(tmp_path / "tiny")
-    config = EvalConfig(cache_dir=str(tmp_path / "cache"))
+    model = tiny_model_dir
+    config = EvaluateConfig(cache_dir=str(tmp_path / "cache"))
     model_config = ModelConfig(precision="fp32", max_new_tokens=3)  # the model: section reaches the Embedder
     plain = evaluate(str(model), FRUIT, config=config, model_config=model_config)
     assert set(plain) == PLAIN_KEYS and plain["queries"] == 2
@@ -288,12 +287,11 @@ def write_beir(folder, corpus: dict, queries: dict, qrels: dict, split: str = "t
 
 @pytest.mark.parametrize("stemmer, expected_ndcg", [("english", 1.0), (None, 0.0)])
 def test_command_writes_json_and_reads_params(tmp_path, capsys, stemmer, expected_ndcg):
-    pytest.importorskip("searchr3.data.beir")
     from searchr3.cli import main
 
     beir = write_beir(tmp_path / "toy", NEWS.corpus, {"q_stem": "cats running"}, {"q_stem": {"cats": 1}})
     params = tmp_path / "params.yaml"
-    params.write_text(f"eval:\n  bm25:\n    stemmer: {stemmer or 'null'}\n")
+    params.write_text(f"bm25:\n  stemmer: {stemmer or 'null'}\n")
     out = tmp_path / "metrics" / "bm25.json"
     code = main(["--params", str(params), "evaluate", "--model", "bm25", "--dataset", str(beir), "--out", str(out)])
     assert code == 0
@@ -324,3 +322,15 @@ def test_command_reports_missing_dataset(tmp_path, capsys):
                  "--dataset", str(tmp_path / "nowhere")])
     assert code == 2
     assert "missing_file" in capsys.readouterr().err
+
+
+def test_the_old_eval_section_is_refused_not_ignored(tmp_path):
+    from searchr3.config import ConfigError, load_params
+
+    params = tmp_path / "params.yaml"
+    params.write_text("eval:\n  top_k: 10\n")
+    with pytest.raises(ConfigError, match=r"`eval:` section is gone; .*`evaluate:`.*`bm25:`"):
+        load_params(params)
+    params.write_text("profile: p\nprofiles:\n  p: {eval: {top_k: 10}}\n")
+    with pytest.raises(ConfigError, match="`eval:` section is gone"):
+        load_params(params)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from searchr3 import stages
+from searchr3.paths import PATHS
 from tasks.retry import is_transient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,7 +151,7 @@ def test_validation_failure_fails_the_flow_and_trains_nothing(harness, workdir, 
 
     real_data = stages.data
 
-    def data_with_a_bad_row(params=None, out=stages.PATHS["data"], progress=True):
+    def data_with_a_bad_row(params=None, out=PATHS["data"], progress=True):
         summary = real_data(params, out=out, progress=progress)
         _poison_train_row(out)
         return summary
@@ -181,7 +182,7 @@ def _free_port() -> int:
 @pytest.mark.timeout(600)
 def test_deployments_run_on_a_local_server_and_worker(tmp_path):
     """Server and worker in their own process groups; the manual deployment runs to completion; worker stops first."""
-    from flows import local
+    from ops import prefect_local as local
 
     repo, home = tmp_path / "repo", tmp_path / "prefect-home"
     repo.mkdir()

@@ -119,7 +119,7 @@ class FakeEmbedder:
     def encode_documents(self, texts, progress=False):
         return np.stack([self.vectors[t] for t in texts]).astype(np.float32)
 
-    def encode_queries(self, texts, reasoning=False, return_traces=False):
+    def encode_queries(self, texts, reasoning=False, return_traces=False, progress=False):
         class Q:
             vectors = np.stack([self.vectors[t] for t in texts]).astype(np.float32)
 

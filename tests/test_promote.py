@@ -177,12 +177,12 @@ def test_write_record_is_atomic(tmp_path, monkeypatch):
     def crash(src, dst):
         raise OSError("power cut before the rename")
 
-    monkeypatch.setattr(promotion.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="power cut"):
         write_record({"model": "b"}, path)
     assert json.loads(path.read_text()) == {"model": "a"}
     assert [p.name for p in path.parent.iterdir()] == ["record.json"]  # no temp file left behind
-    monkeypatch.setattr(promotion.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     write_record({"model": "b"}, path)
     assert json.loads(path.read_text()) == {"model": "b"}
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from searchr3.config import load_params, section
+from searchr3.data.bm25 import Bm25Config
 from searchr3.data.config import DataConfig
 
 
@@ -32,8 +33,9 @@ def _build(args) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("searchr3").setLevel(logging.INFO)
-    config = section(params_or_defaults(args), "data", DataConfig)
-    manifest = build_data(config, args.out, progress=not args.no_progress)
+    params = params_or_defaults(args)
+    manifest = build_data(section(params, "data", DataConfig), args.out, progress=not args.no_progress,
+                          bm25=section(params, "bm25", Bm25Config))
     summary = {"out": args.out, "train": manifest["train"],
                "eval_sets": {k: {c: v[c] for c in ("queries", "documents")} for k, v in manifest["eval_sets"].items()},
                "mining": {k: v.get("mining") for k, v in manifest["sources"].items() if v.get("mining")}}

@@ -21,16 +21,18 @@ def register(subparsers) -> None:
 
 
 def _settings(args):
-    """(EvalConfig, ModelConfig or None) from params.yaml; defaults when the file is absent."""
+    """(EvaluateConfig, ModelConfig or None, Bm25Config) from params.yaml; defaults when the file is absent."""
     from searchr3.config import load_params, section
-    from searchr3.eval.config import EvalConfig
+    from searchr3.data.bm25 import Bm25Config
+    from searchr3.eval.config import EvaluateConfig
 
     if not Path(args.params).exists():
-        return EvalConfig(), None
+        return EvaluateConfig(), None, Bm25Config()
     from searchr3.model.config import ModelConfig
 
     params = load_params(args.params, args.profile)
-    return section(params, "eval", EvalConfig), section(params, "model", ModelConfig)
+    return (section(params, "evaluate", EvaluateConfig), section(params, "model", ModelConfig),
+            section(params, "bm25", Bm25Config))
 
 
 def reproduce_command(args) -> str:
@@ -61,16 +63,16 @@ def run(args) -> int:
         return 2
     from searchr3.data.beir import load_beir
 
-    eval_config, model_config = _settings(args)
+    eval_config, model_config, bm25_config = _settings(args)
     rs = load_beir(args.dataset, args.split)
     evaluation = evaluate_detailed(args.model, rs, args.reasoning, split=args.split, max_queries=args.max_queries,
-                                   config=eval_config, model_config=model_config, progress=True)
+                                   config=eval_config, model_config=model_config, bm25=bm25_config, progress=True)
     print(render_table([evaluation.result]))
     for i, trace in enumerate(evaluation.example_traces, 1):
         print(f"example trace {i}: {trace!r}")
     print(f"reproduce: {reproduce_command(args)}")
     if args.out is not None:
-        from searchr3.data.io import write_json_atomic
+        from searchr3.files import write_json_atomic
 
         write_json_atomic(args.out, evaluation.result)
         print(f"wrote {args.out}")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from searchr3 import stages
+from searchr3.commands.stage import dump
+from searchr3.paths import PATHS
 
 
 def register(sub) -> None:
@@ -10,7 +12,7 @@ def register(sub) -> None:
     b = verbs.add_parser("build", help="encode corpus.jsonl with a model and save a snapshot")
     b.add_argument("--corpus", required=True, help="folder with corpus.jsonl ({_id, title, text} lines)")
     b.add_argument("--model", default=None, help="model folder (default: the production model)")
-    b.add_argument("--out", default=stages.PATHS["index"], help="snapshot folder (default: indexes/production)")
+    b.add_argument("--out", default=PATHS["index"], help="snapshot folder (default: indexes/production)")
     b.set_defaults(func=_build)
 
 
@@ -20,5 +22,5 @@ def _build(args) -> int:
 
     model = args.model or production_model()
     summary = stages.index(load_params(args.params, args.profile), model=model, corpus_dir=args.corpus, out=args.out)
-    print(stages.dump(summary))
+    print(dump(summary))
     return 0

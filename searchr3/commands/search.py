@@ -16,11 +16,11 @@ def register(sub) -> None:
 
 def _search(args) -> int:
     from searchr3.config import load_params, section
+    from searchr3.data.beir import read_corpus
     from searchr3.index.snapshot import load_snapshot, read_manifest
     from searchr3.model.config import ModelConfig
     from searchr3.model.embedder import Embedder
     from searchr3.production import production_index, production_model
-    from searchr3.stages import read_corpus
 
     index_dir = args.index or production_index()
     model_dir = args.model or production_model()

@@ -1,11 +1,20 @@
 """``searchr3 stage NAME``: run one pipeline stage (what each ``dvc.yaml`` stage calls)."""
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 import time
+from pathlib import Path
 
 from searchr3 import stages
+from searchr3.paths import PATHS
+
+# When set (``tasks.dvc`` sets it for the ``dvc repro`` it starts), each stage this command runs appends one
+# JSON line to the file it names: the machine-readable record that DVC ran the stage's command rather than
+# skipping it or restoring its outputs from the run cache.
+STAGE_LOG_ENV = "SEARCHR3_STAGE_LOG"
 
 
 def register(sub) -> None:
@@ -15,23 +24,34 @@ def register(sub) -> None:
     p.set_defaults(func=_run)
 
 
+def dump(summary) -> str:
+    return json.dumps(summary, indent=2, default=str)
+
+
+def record_run(name: str) -> None:
+    log = os.environ.get(STAGE_LOG_ENV)
+    if log:
+        with open(log, "a", encoding="utf-8") as handle:
+            record = {"stage": name, "dvc_stage": os.environ.get("DVC_STAGE"), "pid": os.getpid()}
+            handle.write(json.dumps(record) + "\n")
+
+
 def _run(args) -> int:
     from searchr3.config import load_params
     from searchr3.validate.runner import ValidationFailed
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params(args.params, args.profile)
-    fn = getattr(stages, args.name)
-    kwargs = {"progress": False} if args.no_progress and "progress" in fn.__code__.co_varnames else {}
+    record_run(args.name)
     started = time.time()
     try:
-        summary = fn(params, **kwargs)
+        summary = getattr(stages, args.name)(params, progress=not args.no_progress)
     except ValidationFailed as err:
         print(str(err), file=sys.stderr)
         return 1
     if args.name != "evaluate":
-        print(stages.dump(summary if not isinstance(summary, dict) or len(str(summary)) < 4000 else {"done": args.name}))
+        print(dump(summary if not isinstance(summary, dict) or len(str(summary)) < 4000 else {"done": args.name}))
     else:
-        print(open(stages.PATHS["report"]).read())
+        print(Path(PATHS["report"]).read_text(encoding="utf-8"))
     print(f"stage {args.name} finished in {time.time() - started:.1f} s", file=sys.stderr)
     return 0

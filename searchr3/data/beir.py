@@ -75,6 +75,12 @@ def assemble(name: str, corpus: dict[str, str], queries: dict[str, str],
     return RetrievalSet(name=name, corpus=corpus, queries=kept, qrels=qrels, meta=dict(meta or {}))
 
 
+def read_corpus(folder: str | Path) -> dict[str, str]:
+    """``corpus.jsonl`` of a BEIR folder as ``{_id: text}`` (title joined to text); queries and qrels not needed."""
+    path = Path(folder) / "corpus.jsonl"
+    return collect_texts(read_jsonl(path), path, with_title=True)
+
+
 def load_beir(folder: str | Path, split: str = "test", name: str | None = None) -> RetrievalSet:
     """Load one split of a BEIR folder; queries without a judgement in that split are dropped."""
     folder = Path(folder)
@@ -83,7 +89,7 @@ def load_beir(folder: str | Path, split: str = "test", name: str | None = None) 
     for path in (corpus_path, queries_path, qrels_path):
         if not path.is_file():
             raise DataError(path, None, "missing_file", "file not found")
-    corpus = collect_texts(read_jsonl(corpus_path), corpus_path, with_title=True)
+    corpus = read_corpus(folder)
     queries = collect_texts(read_jsonl(queries_path), queries_path, with_title=False)
     return assemble(name or folder.name, corpus, queries, read_qrels_tsv(qrels_path), qrels_path,
                     meta={"format": "beir", "path": str(folder), "split": split})

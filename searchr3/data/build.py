@@ -30,11 +30,12 @@ from pathlib import Path
 
 from searchr3.config import ConfigError
 from searchr3.data.beir import load_beir, save_beir
+from searchr3.data.bm25 import Bm25Config
 from searchr3.data.codesearch import build_codesearch
 from searchr3.data.config import DataConfig, SourceConfig
 from searchr3.data.errors import DataError
 from searchr3.data.hf import load_hf
-from searchr3.data.io import atomic_directory, write_json_atomic
+from searchr3.files import atomic_directory, write_json_atomic
 from searchr3.data.mining import mine_bm25, mine_dense
 from searchr3.data.nq import load_nq_open
 from searchr3.data.types import RetrievalSet
@@ -127,13 +128,13 @@ def mix_rows(rows_by_source: dict[str, list[dict]], weights: dict[str, float], t
     return sorted(mixed, key=lambda r: _hash_order(seed, "order", r["source"], r["query_id"]))
 
 
-def _mine(train: RetrievalSet, config: DataConfig, embedder, progress: bool):
+def _mine(train: RetrievalSet, config: DataConfig, embedder, bm25: Bm25Config | None, progress: bool):
     m = config.mining
     kwargs = dict(k=m.depth, false_negative_ratio=m.false_negative_ratio, seed=config.seed,
                   num_negatives=m.negatives, progress=progress)
     if m.method == "dense":
         return mine_dense(embedder, train, **kwargs)
-    return mine_bm25(train, **kwargs)
+    return mine_bm25(train, config=bm25, **kwargs)
 
 
 def _set_counts(rs: RetrievalSet) -> dict:
@@ -180,8 +181,12 @@ def _evaluation_queries(sources: list[SourceConfig], loaded: dict) -> tuple[set[
     return keys, ids
 
 
-def build_data(config: DataConfig, out: str | Path, progress: bool = True, embedder=None) -> dict:
-    """Build the data stage into ``out`` (replaced atomically); returns the manifest."""
+def build_data(config: DataConfig, out: str | Path, progress: bool = True, embedder=None,
+               bm25: Bm25Config | None = None) -> dict:
+    """Build the data stage into ``out`` (replaced atomically); returns the manifest.
+
+    ``bm25`` (the ``bm25:`` section) configures BM25 mining; ``embedder`` replaces ``mining.model`` for dense mining.
+    """
     sources = config.source_configs()
     if config.mining.method == "dense" and embedder is None:
         from searchr3.model.embedder import Embedder
@@ -197,6 +202,7 @@ def build_data(config: DataConfig, out: str | Path, progress: bool = True, embed
                                  "train_corpus": f"{TRAIN_CORPUS_DIR}/ (HF save_to_disk)",
                                  "eval": f"{EVAL_DIR}/<label>-<split>/ (BEIR folder)"},
                       "python": platform.python_version(), "seed": config.seed, "config": asdict(config),
+                      "bm25": asdict(bm25 or Bm25Config()) if config.mining.method == "bm25" else None,
                       "sources": {}, "eval_sets": {}}
     rows_by_source: dict[str, list[dict]] = {}
     corpus_rows: list[dict] = []
@@ -211,7 +217,7 @@ def build_data(config: DataConfig, out: str | Path, progress: bool = True, embed
                                                **_set_counts(loaded[label][split])}
             if src.train_split:
                 train = cap_queries(loaded[label][src.train_split], src.max_train, config.seed)
-                result = _mine(train, config, embedder, progress)
+                result = _mine(train, config, embedder, bm25, progress)
                 rows = [{**row, "source": label} for row in result.rows
                         if query_key(row["query"]) not in eval_keys and row["query_id"] not in eval_ids.get(label, ())]
                 leaked = len(result.rows) - len(rows)
@@ -248,6 +254,12 @@ def load_eval_set(folder: str | Path) -> RetrievalSet:
         raise DataError(folder / "qrels", None, "missing_file" if not qrels else "ambiguous_split",
                         f"expected one qrels/<split>.tsv, found {[p.name for p in qrels]}")
     return load_beir(folder, qrels[0].stem, name=folder.name)
+
+
+def dev_set(data_dir: str | Path) -> RetrievalSet | None:
+    """The first ``*-dev`` evaluation set (SFT's periodic dev evaluation), or None when the data has none."""
+    dev = [d for d in eval_set_dirs(data_dir) if d.name.endswith("-dev")]
+    return load_eval_set(dev[0]) if dev else None
 
 
 def load_train(data_dir: str | Path):

@@ -1,19 +1,15 @@
-"""Reading line-oriented input files strictly, and writing outputs atomically.
+"""Reading line-oriented input files strictly (atomic writers live in ``searchr3.files``).
 
 Readers yield ``(line_number, record)`` (1-based) and raise :class:`DataError` naming the file,
 the line and the rule broken: ``missing_file``, ``empty_file``, ``non_utf8``, ``malformed_json``,
 ``qrels_columns``, ``qrels_score``. Blank lines are skipped. ``.gz`` files are read transparently.
 
-Writers never leave a half-written output: they build next to the target and ``os.replace`` it.
+``write_jsonl`` writes in place: call it inside ``searchr3.files.atomic_directory``.
 """
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,44 +85,3 @@ def write_jsonl(path: Path, records) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
-def write_json_atomic(path: str | Path, obj) -> None:
-    """Write ``obj`` as indented JSON; readers see the old file or the new one, never a partial one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=2, ensure_ascii=False, sort_keys=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def atomic_directory(out: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary folder beside ``out``; on success it replaces ``out``.
-
-    If the body raises, the temporary folder is removed and ``out`` is left exactly as it was.
-    Replacing an existing folder takes two renames (old aside, new in place); both are on the
-    same filesystem, so the window in which ``out`` is missing is a few microseconds.
-    """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-        os.replace(out, old / out.name)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -28,10 +28,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
+from searchr3.data.bm25 import Bm25Config, Bm25Index
 from searchr3.data.types import RetrievalSet
-
-BM25_METHOD, BM25_K1, BM25_B = "lucene", 1.2, 0.75
-BM25_STEMMER, BM25_STOPWORDS = "english", "en"
 
 Ranking = Iterator[tuple[int, float]]  # (doc index, score), best first
 
@@ -182,27 +180,18 @@ def _as_set(train) -> RetrievalSet:
 
 
 def mine_bm25(train: RetrievalSet | Iterable[tuple[str, str]], k: int = 30, false_negative_ratio: float | None = 0.95,
-              seed: int = 0, num_negatives: int | None = None, progress: bool = False) -> MiningResult:
-    """BM25 (bm25s, Lucene scoring, k1=1.2, b=0.75, English stemmer and stopwords) over ``train.corpus``."""
-    import bm25s
-    import Stemmer
-
+              seed: int = 0, num_negatives: int | None = None, progress: bool = False,
+              config: Bm25Config | None = None) -> MiningResult:
+    """BM25 over ``train.corpus`` with :class:`searchr3.data.bm25.Bm25Index` (``config``: the ``bm25:`` section)."""
     train = _as_set(train)
     start = time.perf_counter()
     doc_ids = list(train.corpus)
-    stemmer = Stemmer.Stemmer(BM25_STEMMER)
-    corpus_tokens = bm25s.tokenize([train.corpus[d] for d in doc_ids], stopwords=BM25_STOPWORDS,
-                                   stemmer=stemmer, return_ids=False, show_progress=progress)
-    retriever = bm25s.BM25(method=BM25_METHOD, k1=BM25_K1, b=BM25_B)
-    retriever.index(corpus_tokens, show_progress=progress)
+    bm25 = Bm25Index([train.corpus[d] for d in doc_ids], config, progress=progress)
     index_seconds = time.perf_counter() - start
 
     def rank(texts: list[str], n_positives: list[int]) -> Iterator:
-        tokens = bm25s.tokenize(texts, stopwords=BM25_STOPWORDS, stemmer=stemmer, return_ids=False,
-                                show_progress=False)
-        for toks, n_pos in zip(tokens, n_positives):
-            known = [t for t in toks if t in retriever.vocab_dict]
-            scores = retriever.get_scores(known) if known else np.zeros(len(doc_ids), dtype=np.float32)
+        for toks, n_pos in zip(bm25.tokenize(texts), n_positives):
+            scores = bm25.scores(toks)
             yield rank_scores(scores, 2 * k + n_pos), (lambda i, s=scores: s[i])
 
     result = _mine(train, doc_ids, rank, k, false_negative_ratio, num_negatives, seed, "bm25", progress,

@@ -1,23 +1,22 @@
-"""``eval:`` section of params.yaml: how baselines and trained models are evaluated."""
+"""``evaluate:`` section of params.yaml: what the evaluate stage scores, and how.
+
+The BM25 baseline's settings are the ``bm25:`` section (``searchr3.data.bm25.Bm25Config``), shared
+with negative mining.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 
 @dataclass
-class Bm25Config:
-    """BM25 as bm25s implements it; the defaults reproduce Lucene/Anserini scoring on BEIR."""
-
-    method: str = "lucene"  # bm25s scoring variant: lucene | robertson | atire | bm25l | bm25+
-    k1: float = 1.2  # term-frequency saturation
-    b: float = 0.75  # document-length normalisation
-    stemmer: str | None = "english"  # PyStemmer (Snowball) language; null disables stemming
-    stopwords: str | None = "en"  # bm25s stopword list; null keeps every word
-
-
-@dataclass
-class EvalConfig:
+class EvaluateConfig:
+    # what is scored (the evaluate stage)
+    systems: list[str] = field(default_factory=lambda: ["bm25", "minilm", "base", "sft", "rl"])
+    reasoning: list[str] = field(default_factory=lambda: ["base", "sft", "rl"])  # also scored with reasoning (+reasoning)
+    sets: list[str] | None = None  # evaluation set names (data/eval/<name>); null: all
+    max_queries: int | None = None  # per set; null: all judged queries
+    gate_set: str | None = None  # set whose nDCG@10 the promotion gate reads; null: first *-test set, else first
+    # how it is scored (the stage and `searchr3 evaluate`)
     top_k: int = 100  # documents retrieved per query (recall@100 needs at least 100)
     cache_dir: str = "cache/embeddings"  # document embeddings cached here, keyed by model checksum + corpus
     minilm_batch_size: int = 32  # texts per forward pass for the all-MiniLM-L6-v2 baseline
-    bm25: Bm25Config = field(default_factory=Bm25Config)

@@ -1,7 +1,7 @@
 """Exact dense retrieval (FAISS inner product over L2-normalised vectors) for any encoder.
 
 An encoder follows the Embedder contract: ``encode_documents(texts, progress=) -> (n, d) float32``
-(it draws its own progress bar), ``encode_queries(texts, reasoning=, return_traces=)`` returning an
+(it draws its own progress bar), ``encode_queries(texts, reasoning=, return_traces=, progress=)`` returning an
 object with ``.vectors`` (and, when reasoning, ``.fallbacks``, ``.traces``, optionally ``.trace_tokens``),
 ``checksum`` (hash of its weights) and optionally ``settings_key`` (template, max length, dtype).
 Document embeddings are cached under ``cache_dir/<sha256>.npy``, keyed by checksum, settings_key
@@ -10,9 +10,6 @@ and the exact corpus (ids and texts), so re-evaluating a model on the same corpu
 from __future__ import annotations
 
 import hashlib
-import inspect
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +17,7 @@ import faiss
 import numpy as np
 
 from searchr3.data.types import RetrievalSet
+from searchr3.files import atomic_file
 
 EXAMPLE_TRACES = 3
 
@@ -52,18 +50,6 @@ def cache_key(encoder, doc_ids: list[str], texts: list[str]) -> str:
     return digest.hexdigest()
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def document_embeddings(encoder, doc_ids: list[str], texts: list[str], cache_dir: str | Path | None,
                         progress: bool = False) -> tuple[np.ndarray, bool]:
     """(vectors, cache_hit). Encodes only when no cached array matches; ``cache_dir=None`` disables the cache."""
@@ -76,7 +62,8 @@ def document_embeddings(encoder, doc_ids: list[str], texts: list[str], cache_dir
     if vectors.shape[0] != len(texts):
         raise ValueError(f"encoder returned {vectors.shape[0]} vectors for {len(texts)} documents")
     if path is not None:
-        _save_atomic(path, vectors)
+        with atomic_file(path, "wb") as handle:
+            np.save(handle, vectors)
     return vectors, False
 
 
@@ -91,13 +78,6 @@ def _reasoning_lengths(encoder, out) -> list[int]:
     return [len(t.split()) for t in traces]
 
 
-def _encode_queries(encoder, texts: list[str], reasoning: bool, progress: bool):
-    kwargs = {"reasoning": reasoning, "return_traces": reasoning}
-    if "progress" in inspect.signature(encoder.encode_queries).parameters:
-        kwargs["progress"] = progress
-    return encoder.encode_queries(texts, **kwargs)
-
-
 def dense_search(encoder, rs: RetrievalSet, k: int = 100, reasoning: bool = False,
                  cache_dir: str | Path | None = "cache/embeddings", progress: bool = False) -> DenseResult:
     """Top-``k`` documents for every query of ``rs`` by exact inner product; see the module docstring."""
@@ -109,7 +89,8 @@ def dense_search(encoder, rs: RetrievalSet, k: int = 100, reasoning: bool = Fals
     index.add(doc_vectors)
 
     query_ids = list(rs.queries)
-    queries = _encode_queries(encoder, [rs.queries[q] for q in query_ids], reasoning, progress)
+    queries = encoder.encode_queries([rs.queries[q] for q in query_ids], reasoning=reasoning, return_traces=reasoning,
+                                     progress=progress)
     query_vectors = np.ascontiguousarray(queries.vectors, dtype=np.float32)
     if query_vectors.shape != (len(query_ids), doc_vectors.shape[1]):
         raise ValueError(f"encoder returned query vectors of shape {query_vectors.shape}, "

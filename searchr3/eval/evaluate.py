@@ -4,9 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from searchr3.data.bm25 import Bm25Config
 from searchr3.data.errors import DataError
 from searchr3.data.types import RetrievalSet
-from searchr3.eval.config import EvalConfig
+from searchr3.eval.config import EvaluateConfig
 from searchr3.eval.metrics import compute_metrics, per_query_metrics
 
 BASELINES = ("bm25", "minilm")
@@ -34,7 +35,7 @@ def judged_subset(rs: RetrievalSet, max_queries: int | None = None) -> Retrieval
     return RetrievalSet(name=rs.name, corpus=rs.corpus, queries=queries, qrels=qrels, meta=dict(rs.meta))
 
 
-def load_encoder(system: str, config: EvalConfig, model_config=None):
+def load_encoder(system: str, config: EvaluateConfig, model_config=None):
     """``minilm`` or a model folder loaded with ``Embedder.from_pretrained(path, config=model_config)``.
 
     ``model_config`` is the ``model:`` section (``searchr3.model.config.ModelConfig``): precision,
@@ -54,14 +55,14 @@ def load_encoder(system: str, config: EvalConfig, model_config=None):
 
 
 def evaluate_detailed(system: str, rs: RetrievalSet, reasoning: bool = False, *, split: str | None = None,
-                      max_queries: int | None = None, config: EvalConfig | None = None, model_config=None,
-                      encoder=None, progress: bool = False) -> Evaluation:
+                      max_queries: int | None = None, config: EvaluateConfig | None = None, model_config=None,
+                      bm25: Bm25Config | None = None, encoder=None, progress: bool = False) -> Evaluation:
     """Retrieve for every judged query of ``rs`` with ``system`` and score the run.
 
-    ``encoder`` overrides loading (``system`` is then only the label); ``split`` defaults to
-    ``rs.meta["split"]``.
+    ``config`` is the ``evaluate:`` section (top_k, cache_dir, minilm_batch_size), ``bm25`` the ``bm25:`` one;
+    ``encoder`` overrides loading (``system`` is then only the label); ``split`` defaults to ``rs.meta["split"]``.
     """
-    config = config or EvalConfig()
+    config = config or EvaluateConfig()
     if reasoning and system in BASELINES and encoder is None:
         raise ValueError(f"{system} cannot reason; --reasoning needs a trained model folder")
     subset = judged_subset(rs, max_queries)
@@ -70,7 +71,7 @@ def evaluate_detailed(system: str, rs: RetrievalSet, reasoning: bool = False, *,
     if system == "bm25" and encoder is None:
         from searchr3.eval.bm25 import bm25_search
 
-        run = bm25_search(subset, k=config.top_k, config=config.bm25, progress=progress)
+        run = bm25_search(subset, k=config.top_k, config=bm25, progress=progress)
     else:
         from searchr3.eval.dense import dense_search
 

@@ -81,7 +81,8 @@ class MiniLMEncoder:
     def encode_documents(self, texts: list[str], progress: bool = False) -> np.ndarray:
         return self.encode(texts, progress=progress)
 
-    def encode_queries(self, texts: list[str], reasoning: bool = False, return_traces: bool = False) -> EncodedQueries:
+    def encode_queries(self, texts: list[str], reasoning: bool = False, return_traces: bool = False,
+                       progress: bool = False) -> EncodedQueries:
         if reasoning:
             raise ValueError("all-MiniLM-L6-v2 is a plain encoder: it cannot reason before embedding")
-        return EncodedQueries(vectors=self.encode(texts))
+        return EncodedQueries(vectors=self.encode(texts, progress=progress))

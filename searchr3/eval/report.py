@@ -1,7 +1,10 @@
-"""Render evaluation results (dicts from ``searchr3.eval.evaluate``) as a markdown table."""
+"""Render evaluation results (dicts from ``searchr3.eval.evaluate``) as a markdown table; write the report."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from searchr3.eval.evaluate import REASONING_KEYS, RESULT_KEYS
+from searchr3.files import write_text_atomic
 
 
 def _cell(value) -> str:
@@ -30,3 +33,12 @@ def render_table(results: list[dict]) -> str:
     rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
                           for w, num in zip(widths, numeric)) + "|"
     return "\n".join([line(columns), rule, *(line(row) for row in rows)])
+
+
+def write_report(path: str | Path, rows: list[dict], examples: list[tuple[str, str, str]]) -> Path:
+    """``reports/eval.md``: the table of ``rows`` and up to two reasoning traces per (set, system), atomically."""
+    lines = ["# Evaluation report", "", render_table(rows), ""]
+    if examples:
+        lines += ["## Example reasoning traces", ""]
+        lines += [f"- **{s}** on {ds}: {t.strip()[:400]!r}" for ds, s, t in examples]
+    return write_text_atomic(path, "\n".join(lines) + "\n")

@@ -7,24 +7,21 @@ Layout::
     versions.npy    int64 policy version that encoded each vector (same order)
     manifest.json   model_checksum, kind, dim, count, created (UTC ISO), versions min/max, + caller's fields
 
-The snapshot is built in a temporary sibling folder and moved into place with ``os.replace``; an
-existing snapshot at the same path is moved aside first and deleted only after the new one is in
-place, so a reader sees the old snapshot or the new one, never a half-written folder.
+The snapshot is written with ``searchr3.files.atomic_directory`` (built in a temporary sibling folder,
+swapped into place), so a reader sees the old snapshot or the new one, never a half-written folder.
 Document texts are not stored (they live in ``data/``); pass them to ``load_snapshot`` to refresh.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import faiss
 import numpy as np
 
 from searchr3.data.errors import DataError
+from searchr3.files import atomic_directory, json_text
 from searchr3.index.store import DocumentIndex
 
 INDEX_FILE = "index.faiss"
@@ -41,7 +38,6 @@ def save_snapshot(index: DocumentIndex, out_dir: str | Path, manifest: dict) -> 
     if not manifest.get("model_checksum"):
         raise ValueError("manifest must include model_checksum (the Embedder.checksum that encoded the vectors)")
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     full = {
         **manifest,
         "format": FORMAT,
@@ -54,23 +50,11 @@ def save_snapshot(index: DocumentIndex, out_dir: str | Path, manifest: dict) -> 
         "version_max": int(index.versions.max()),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         faiss.write_index(index.faiss_index, str(tmp / INDEX_FILE))
         (tmp / IDS_FILE).write_text(json.dumps(index.doc_ids))
         np.save(tmp / VERSIONS_FILE, index.versions)
-        (tmp / MANIFEST_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
-        os.chmod(tmp, 0o755)
-        old = None
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / MANIFEST_FILE).write_text(json_text(full, sort_keys=True, ascii_only=True))
     return out_dir
 
 

@@ -21,15 +21,15 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from searchr3.files import atomic_directory, json_text
 from searchr3.model.config import EMBED_TOKEN
+from searchr3.model.tiny import build_tiny_raw
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MANIFEST = "manifest.json"
@@ -74,8 +74,6 @@ def load_source(source: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if source == "tiny-random":
-        from searchr3.model.tiny import build_tiny_raw
-
         with tempfile.TemporaryDirectory() as tmp:
             raw = build_tiny_raw(Path(tmp) / "raw")
             return (AutoModelForCausalLM.from_pretrained(raw), AutoTokenizer.from_pretrained(raw), weights_sha256(raw))
@@ -130,31 +128,12 @@ def add_embed_token(model, tokenizer) -> tuple[int, bool]:
 
 def save_model(model, tokenizer, out: str | Path, manifest: dict) -> Path:
     """Write a ``save_pretrained`` folder plus manifest atomically (temp folder, then rename)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    os.chmod(tmp, 0o755)
-    try:
+    with atomic_directory(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         manifest = dict(manifest, weights_sha256=weights_sha256(tmp))
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Swap ``new`` into place at ``target``; the old folder is removed only after the swap."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old.{os.getpid()}")
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
+        (tmp / MANIFEST).write_text(json_text(manifest, ascii_only=True))
+    return Path(out)
 
 
 def materialize(source: str, out: str | Path) -> dict:
@@ -177,3 +156,11 @@ def materialize(source: str, out: str | Path) -> dict:
     }
     save_model(model, tok, out, manifest)
     return json.loads((Path(out) / MANIFEST).read_text())
+
+
+def build_tiny_model(out: str | Path, seed: int = 0) -> Path:
+    """A materialised tiny random model folder (embed token added, manifest written), ready for ``Embedder``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = build_tiny_raw(Path(tmp) / "raw", seed=seed)
+        materialize(str(raw), out)
+    return Path(out)

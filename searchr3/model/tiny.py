@@ -1,6 +1,7 @@
 """A tiny random Llama with its own byte-level BPE tokenizer: no download, builds in about a second.
 
 Used by the tests and the ``tiny`` profile so whole pipelines run in seconds. Deterministic given the seed.
+``searchr3.model.materialize`` turns it into a model folder (source ``tiny-random``, or ``build_tiny_model``).
 """
 from __future__ import annotations
 
@@ -40,15 +41,3 @@ def build_tiny_raw(out: str | Path, seed: int = 0, hidden: int = 32, layers: int
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
-
-
-def build_tiny_model(out: str | Path, seed: int = 0) -> Path:
-    """A materialised tiny model folder (embed token added, manifest written), ready for ``Embedder``."""
-    import tempfile
-
-    from searchr3.model.materialize import materialize
-
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = build_tiny_raw(Path(tmp) / "raw", seed=seed)
-        materialize(str(raw), out)
-    return Path(out)

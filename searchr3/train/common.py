@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 import shutil
-import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from searchr3.model.embedder import cpu_supports_bf16, last_token_positions
+from searchr3.files import atomic_file
+from searchr3.model.embedder import last_token_positions, resolve_dtype
 
 CHECKPOINT_FILE = "checkpoint.pt"
 log = logging.getLogger(__name__)
@@ -48,13 +47,10 @@ def batch_order(n_rows: int, batch_size: int, steps: int, seed: int) -> list[lis
     return [order[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
 
 
-def use_bf16(setting: str | bool, device: torch.device) -> bool:
-    """``auto``: bf16 autocast on CUDA and on CPUs with AVX-512 BF16/AMX."""
-    if isinstance(setting, bool):
-        return setting
-    if setting == "auto":
-        return device.type == "cuda" or cpu_supports_bf16()
-    return setting in ("bf16", "true", "yes")
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether to autocast to bf16: ``precision`` parsed by the one parser, ``embedder.resolve_dtype`` (raises on
+    anything but auto | fp32 | bf16)."""
+    return resolve_dtype(precision, device) == torch.bfloat16
 
 
 def autocast(enabled: bool, device: torch.device):
@@ -120,17 +116,9 @@ def fingerprint(config, model_checksum: str, rows: list[dict], extra=None) -> st
 
 
 def save_checkpoint(folder: str | Path, state: dict) -> None:
-    """Atomically replace ``folder/checkpoint.pt`` (write to a temp file, then rename)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt.", dir=folder)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, folder / CHECKPOINT_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomically and durably replace ``folder/checkpoint.pt``: a run resumed after a crash reads a whole one."""
+    with atomic_file(Path(folder) / CHECKPOINT_FILE, "wb", durable=True) as handle:
+        torch.save(state, handle)
 
 
 def load_checkpoint(folder: str | Path) -> dict | None:

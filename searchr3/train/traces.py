@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from searchr3.data.errors import DataError
-from searchr3.data.io import read_jsonl, write_json_atomic
+from searchr3.data.io import read_jsonl
+from searchr3.files import write_json_atomic, write_text_atomic
+from searchr3.paths import summary_beside
 
 
 def margin(q: np.ndarray, pos: np.ndarray, negs: np.ndarray) -> float:
@@ -57,6 +59,33 @@ def sample_self_traces(embedder, rows: list[dict], n_queries: int, n_samples: in
     return records
 
 
+def collect_traces(config, model_config, base_dir: str | Path, data_dir: str | Path,
+                   progress: bool = True) -> list[dict]:
+    """Every candidate trace of ``config.traces`` (``SFTConfig``): sampled by the base model, read from a file,
+    or none."""
+    if config.traces == "self":
+        from searchr3.data.build import load_train
+        from searchr3.model.embedder import Embedder
+
+        embedder = Embedder.from_pretrained(base_dir, config=model_config)
+        embedder.config.max_doc_tokens = config.max_doc_tokens
+        rows = [dict(r) for r in load_train(data_dir)]
+        return sample_self_traces(embedder, rows, config.trace_queries, config.trace_samples, config.trace_temperature,
+                                  config.max_trace_tokens, seed=config.seed, progress=progress)
+    if config.traces == "file":
+        return read_traces(config.traces_file)
+    if config.traces == "none":
+        return []
+    raise ValueError(f"sft.traces must be self, file or none, not {config.traces!r}")
+
+
+def trace_summary(records: list[dict], source: str, wall_s: float) -> dict:
+    kept = [r for r in records if r.get("kept", True)]
+    return {"source": source, "candidates": len(records), "kept": len(kept),
+            "queries_with_trace": len({r["query_id"] for r in kept}),
+            "emitted_token": sum(1 for r in records if r.get("emitted")), "wall_s": round(wall_s, 1)}
+
+
 def best_kept(records: list[dict]) -> dict[str, str]:
     """query_id -> the kept trace with the highest score."""
     best: dict[str, dict] = {}
@@ -78,10 +107,15 @@ def read_traces(path: str | Path) -> list[dict]:
     return records
 
 
+def kept_traces(path: str | Path, source: str) -> dict[str, str]:
+    """query_id -> best kept trace of the traces stage's output; {} when ``source`` is ``none`` or the file is empty."""
+    p = Path(path)
+    if source == "none" or not p.exists() or p.stat().st_size == 0:
+        return {}
+    return best_kept(read_traces(p))
+
+
 def write_traces(path: str | Path, records: list[dict], summary: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(path)
-    write_json_atomic(path.with_suffix(".summary.json"), summary)
+    """The traces JSONL at ``path`` and its summary beside it (``<stem>.summary.json``), each atomically."""
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+    write_json_atomic(summary_beside(path), summary)

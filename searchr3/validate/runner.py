@@ -16,7 +16,7 @@ import pandas as pd
 
 from searchr3.data.build import eval_set_dirs, load_train, load_train_corpus
 from searchr3.data.errors import DataError
-from searchr3.data.io import atomic_directory, write_json_atomic
+from searchr3.files import atomic_directory, write_json_atomic
 from searchr3.validate.config import ValidateConfig
 from searchr3.validate.frames import balance_frame, beir_frames, train_frame
 from searchr3.validate.suites import Check, balance_check, corpus_check, qrels_check, queries_check, train_check

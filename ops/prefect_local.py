@@ -1,19 +1,19 @@
 """A local Prefect server and process worker in the background: ``make prefect-up`` / ``make prefect-down``.
 
-Each runs in its own process group (so SIGTERM reaches every process it started), with its pid in
-``<home>/run/{server,worker}.pid`` and its output in ``<home>/logs/{server,worker}.log``, where
-``<home>`` is ``PREFECT_HOME`` (``.prefect/`` in the repo, git-ignored). Stopping stops the worker
-first (it may still report a flow run's state to the server), then the server.
+Process supervision, not a flow (``flows/`` holds flows only). Each process runs in its own process group
+(so SIGTERM reaches every process it started), with its pid in ``<home>/run/{server,worker}.pid`` and its
+output in ``<home>/logs/{server,worker}.log``, where ``<home>`` is ``PREFECT_HOME`` (``.prefect/`` in the
+repo, git-ignored). Stopping stops the worker first (it may still report a flow run's state to the server),
+then the server. The work pool is created here too (``ensure_work_pool``); ``flows/deploy.py`` uses it.
 
-    python -m flows.local up --port 4200 --pool searchr3
-    python -m flows.local down
+    python -m ops.prefect_local up --port 4200 --pool searchr3
+    python -m ops.prefect_local down
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,10 +23,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ops.environment import find_tool, offline_env, tool_env
+
 DEFAULT_POOL = "searchr3"
-QUIET_ENV = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "HF_HUB_OFFLINE": "1",
-             "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-             "DVC_NO_ANALYTICS": "1", "PREFECT_LOGGING_EXTRA_LOGGERS": "searchr3"}
+# Logged by Prefect besides its own loggers (the library logs through `searchr3.*`).
+LOGGING_ENV = {"PREFECT_LOGGING_EXTRA_LOGGERS": "searchr3"}
+
+
+def job_env() -> dict[str, str]:
+    """The variables a flow run gets from the worker (the deployments' job variables): offline, logging."""
+    return {**offline_env(), **LOGGING_ENV}
 
 
 def prefect_home() -> Path:
@@ -38,19 +44,36 @@ def api_url(port: int, host: str = "127.0.0.1") -> str:
 
 
 def prefect_cli() -> str:
-    beside = Path(sys.executable).with_name("prefect")
-    found = str(beside) if beside.exists() else shutil.which("prefect")
-    if not found:
-        raise FileNotFoundError("the prefect command is not installed in this environment")
-    return found
+    return find_tool("prefect")
 
 
 def process_env(home: Path, url: str | None = None) -> dict[str, str]:
-    env = {**os.environ, **QUIET_ENV, "PREFECT_HOME": str(home)}
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    if url:
-        env["PREFECT_API_URL"] = url
-    return env
+    return tool_env({**LOGGING_ENV, "PREFECT_HOME": str(home), **({"PREFECT_API_URL": url} if url else {})})
+
+
+def api_settings(api_url: str | None):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    return temporary_settings({PREFECT_API_URL: api_url}) if api_url else temporary_settings({})
+
+
+def ensure_work_pool(name: str = DEFAULT_POOL, concurrency_limit: int = 1, api_url: str | None = None) -> None:
+    """Create the process work pool if missing; (re)set its concurrency limit either way."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    with api_settings(api_url), get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(
+                name=name, type="process", concurrency_limit=concurrency_limit,
+                base_job_template=ProcessWorker.get_default_base_job_template(),
+                description="searchr3 training: one flow run at a time"))
+        else:
+            client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=concurrency_limit))
 
 
 def _spawn(name: str, argv: list[str], home: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -150,8 +173,6 @@ def down(home: Path) -> None:
 
 def up(home: Path, port: int, pool: str, ui: bool = True) -> str:
     """Start the server, point the CLI profile at it, create the work pool, start the worker; returns the API URL."""
-    from flows.deploy import ensure_work_pool
-
     url = api_url(port)
     for name in ("server", "worker"):
         pidfile = home / "run" / f"{name}.pid"
