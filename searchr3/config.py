@@ -13,21 +13,23 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from searchr3.errors import ConfigError
+
+__all__ = ["ConfigError", "from_dict", "load_params", "section"]
+
 T = TypeVar("T")
 DEFAULT_PARAMS = Path("params.yaml")
+PROFILE_ENV = "SEARCHR3_PROFILE"
 # Sections that were renamed or merged: a file (or profile) still using one is refused, not silently ignored.
 MOVED_SECTIONS = {"eval": "its keys top_k, cache_dir and minilm_batch_size belong in `evaluate:`, "
                           "and its `bm25:` block is the top-level `bm25:` section"}
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -47,33 +49,125 @@ def _set_dotted(d: dict, dotted: str, value: Any) -> None:
     d[keys[-1]] = value
 
 
+def _read_yaml(path: Path) -> dict:
+    """The top-level mapping of a YAML file; every failure is a ConfigError naming the file."""
+    if not path.exists():
+        raise ConfigError("parameters file not found (pass --params FILE, or run from the project folder)", path)
+    if not path.is_file():
+        raise ConfigError("is not a regular file (a parameters file is YAML text)", path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start})", path) from None
+    except OSError as err:
+        raise ConfigError(f"cannot be read: {err.strerror}", path) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where}: broken YAML: {problem}", path) from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"expected a mapping of sections at the top level, got {type(raw).__name__}", path)
+    return raw
+
+
 def load_params(path: str | Path = DEFAULT_PARAMS, profile: str | None = None,
                 overrides: dict[str, Any] | None = None) -> dict:
-    """Read params.yaml, merge the active profile, then dotted ``overrides`` ({"sft.lr": 1e-4})."""
+    """Read params.yaml, merge the active profile, then dotted ``overrides`` ({"sft.lr": 1e-4}).
+
+    The result also holds ``_profile`` (the active profile's name) and ``_file`` (the path read), so
+    that :func:`section` can name the file in its errors.
+    """
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: parameters file not found")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = _read_yaml(path)
     profiles = raw.pop("profiles", {}) or {}
-    name = profile or os.environ.get("SEARCHR3_PROFILE") or raw.pop("profile", None)
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"[profiles]: expected a mapping of profile names, got {type(profiles).__name__}", path)
+    name, origin = profile, "--profile"
+    if not name and os.environ.get(PROFILE_ENV):
+        name, origin = os.environ[PROFILE_ENV], f"the {PROFILE_ENV} environment variable"
+    if not name and raw.get("profile"):
+        name, origin = raw["profile"], "`profile:` in the file"
     raw.pop("profile", None)
     if name and name != "default":
         if name not in profiles:
-            raise ConfigError(f"{path}: unknown profile {name!r}; known: {sorted(profiles)}")
+            raise ConfigError(f"unknown profile {name!r} (from {origin}); known: {['default', *sorted(profiles)]}",
+                              path)
+        if not isinstance(profiles[name], dict):
+            raise ConfigError(f"[profiles.{name}]: expected a mapping of sections", path)
         raw = _deep_merge(raw, profiles[name])
     for k, v in (overrides or {}).items():
         _set_dotted(raw, k, v)
     for old, new in MOVED_SECTIONS.items():
         if old in raw:
-            raise ConfigError(f"{path}: the `{old}:` section is gone; {new}")
+            raise ConfigError(f"the `{old}:` section is gone; {new}", path)
     raw["_profile"] = name or "default"
+    raw["_file"] = str(path)
     return raw
 
 
 def section(params: dict, name: str, cls: type[T]) -> T:
-    """Build dataclass ``cls`` from ``params[name]``; unknown keys are an error naming them."""
+    """Build dataclass ``cls`` from ``params[name]``; unknown keys and wrong types are errors naming them."""
     values = params.get(name, {}) or {}
-    return from_dict(cls, values, where=name)
+    try:
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{name}]: expected a mapping of keys, got {type(values).__name__}")
+        return from_dict(cls, values, where=name)
+    except ConfigError as err:
+        if err.file is None and params.get("_file"):
+            err.file = params["_file"]
+            profile = params.get("_profile")
+            if profile and profile != "default":
+                err.message += f" (profile {profile})"
+        raise
+
+
+def _type_name(hint) -> str:
+    if typing.get_origin(hint) is None and hasattr(hint, "__name__"):
+        return hint.__name__
+    return str(hint).replace("typing.", "")
+
+
+def _accepts(hint, value) -> bool:
+    """Whether ``value`` (as YAML gave it) fits the annotation ``hint``; unknown annotations accept anything."""
+    if hint is Any:
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(a, value) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list or hint is list:
+        return isinstance(value, list) and all(_accepts(args[0], v) for v in value) if args else isinstance(value, list)
+    if origin is tuple or hint is tuple:
+        return isinstance(value, list | tuple)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, dict) or isinstance(value, hint)
+    return True
+
+
+def _why(hint, value) -> str:
+    if isinstance(value, str) and _accepts(hint, 0.5) and not _accepts(hint, value):
+        try:
+            float(value)
+            return " (YAML reads a number such as 1e-4 as text; write it with a dot: 1.0e-4)"
+        except ValueError:
+            pass
+    return ""
 
 
 def from_dict(cls: type[T], values: dict, where: str = "") -> T:
@@ -81,10 +175,13 @@ def from_dict(cls: type[T], values: dict, where: str = "") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"params.yaml [{where or cls.__name__}]: unknown key(s) {unknown}; known: {sorted(names)}")
+        raise ConfigError(f"[{where or cls.__name__}]: unknown key(s) {unknown}; known: {sorted(names)}")
     kwargs = {}
     for k, v in values.items():
         sub = hints.get(k)
+        if sub is not None and not _accepts(sub, v):
+            raise ConfigError(f"[{where}.{k}]: expected {_type_name(sub)}, got {v!r} ({type(v).__name__})"
+                              f"{_why(sub, v)}")
         if dataclasses.is_dataclass(sub) and isinstance(v, dict):
             v = from_dict(sub, v, where=f"{where}.{k}")
         kwargs[k] = v

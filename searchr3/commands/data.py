@@ -30,12 +30,15 @@ def params_or_defaults(args) -> dict:
 
 def _build(args) -> int:
     from searchr3.data.build import build_data
+    from searchr3.data.rules import Limits
+    from searchr3.validate.config import ValidateConfig
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("searchr3").setLevel(logging.INFO)
     params = params_or_defaults(args)
+    limits = Limits.of(section(params, "validate", ValidateConfig))  # the validator's bounds: one set of rules
     manifest = build_data(section(params, "data", DataConfig), args.out, progress=not args.no_progress,
-                          bm25=section(params, "bm25", Bm25Config))
+                          bm25=section(params, "bm25", Bm25Config), limits=limits)
     summary = {"out": args.out, "train": manifest["train"],
                "eval_sets": {k: {c: v[c] for c in ("queries", "documents")} for k, v in manifest["eval_sets"].items()},
                "mining": {k: v.get("mining") for k, v in manifest["sources"].items() if v.get("mining")}}

@@ -22,15 +22,16 @@ def register(subparsers) -> None:
 
 def _settings(args):
     """(EvaluateConfig, ModelConfig or None, Bm25Config) from params.yaml; defaults when the file is absent."""
-    from searchr3.config import load_params, section
+    from searchr3.commands.data import params_or_defaults
+    from searchr3.config import section
     from searchr3.data.bm25 import Bm25Config
     from searchr3.eval.config import EvaluateConfig
 
-    if not Path(args.params).exists():
+    params = params_or_defaults(args)
+    if not params:
         return EvaluateConfig(), None, Bm25Config()
     from searchr3.model.config import ModelConfig
 
-    params = load_params(args.params, args.profile)
     return (section(params, "evaluate", EvaluateConfig), section(params, "model", ModelConfig),
             section(params, "bm25", Bm25Config))
 

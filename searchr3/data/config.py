@@ -47,21 +47,21 @@ class SourceConfig:
 
     def validate(self, where: str) -> None:
         if self.type not in SOURCE_TYPES:
-            raise ConfigError(f"params.yaml [{where}]: type {self.type!r} is not one of {list(SOURCE_TYPES)}")
+            raise ConfigError(f"[{where}]: type {self.type!r} is not one of {list(SOURCE_TYPES)}")
         if self.type in ("beir", "nq_open") and not self.path:
-            raise ConfigError(f"params.yaml [{where}]: type {self.type} needs `path`")
+            raise ConfigError(f"[{where}]: type {self.type} needs `path`")
         if self.type == "hf" and not (self.name or self.path):
-            raise ConfigError(f"params.yaml [{where}]: type hf needs `name` (hub id) or `path` (local folder)")
+            raise ConfigError(f"[{where}]: type hf needs `name` (hub id) or `path` (local folder)")
         if not self.weight > 0:
-            raise ConfigError(f"params.yaml [{where}]: weight must be > 0, got {self.weight}")
+            raise ConfigError(f"[{where}]: weight must be > 0, got {self.weight}")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.display_label()):
-            raise ConfigError(f"params.yaml [{where}]: label {self.display_label()!r} may hold only letters, "
+            raise ConfigError(f"[{where}]: label {self.display_label()!r} may hold only letters, "
                               "digits, '_', '.' and '-' (set `label`)")
         for split in [self.train_split or "", *self.eval_splits]:
             if "-" in split or "/" in split:  # eval folders are <label>-<split>: the last '-' separates them
-                raise ConfigError(f"params.yaml [{where}]: split name {split!r} may not contain '-' or '/'")
+                raise ConfigError(f"[{where}]: split name {split!r} may not contain '-' or '/'")
         if self.train_split is None and not self.eval_splits:
-            raise ConfigError(f"params.yaml [{where}]: neither train_split nor eval_splits: the source is unused")
+            raise ConfigError(f"[{where}]: neither train_split nor eval_splits: the source is unused")
 
 
 @dataclass
@@ -94,18 +94,18 @@ class DataConfig:
         for i, raw in enumerate(self.sources):
             where = f"data.sources[{i}]"
             if not isinstance(raw, dict):
-                raise ConfigError(f"params.yaml [{where}]: expected a mapping, got {raw!r}")
+                raise ConfigError(f"[{where}]: expected a mapping, got {raw!r}")
             src = from_dict(SourceConfig, raw, where=where)
             src.validate(where)
             configs.append(src)
         labels = [s.display_label() for s in configs]
         duplicates = sorted({x for x in labels if labels.count(x) > 1})
         if duplicates:
-            raise ConfigError(f"params.yaml [data.sources]: labels {duplicates} are used twice; set `label`")
+            raise ConfigError(f"[data.sources]: labels {duplicates} are used twice; set `label`")
         if not configs:
-            raise ConfigError("params.yaml [data.sources]: no source")
+            raise ConfigError("[data.sources]: no source")
         if self.mining.method not in ("bm25", "dense"):
-            raise ConfigError(f"params.yaml [data.mining]: method must be bm25 or dense, not {self.mining.method!r}")
+            raise ConfigError(f"[data.mining]: method must be bm25 or dense, not {self.mining.method!r}")
         if self.mining.method == "dense" and not self.mining.model:
-            raise ConfigError("params.yaml [data.mining]: method dense needs `model`")
+            raise ConfigError("[data.mining]: method dense needs `model`")
         return configs

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from searchr3.data.bm25 import Bm25Config
-from searchr3.data.errors import DataError
+from searchr3.data.errors import ArtifactError
 from searchr3.data.types import RetrievalSet
 from searchr3.eval.config import EvaluateConfig
 from searchr3.eval.metrics import compute_metrics, per_query_metrics
@@ -47,7 +47,7 @@ def load_encoder(system: str, config: EvaluateConfig, model_config=None):
         return MiniLMEncoder(batch_size=config.minilm_batch_size)
     path = Path(system)
     if not path.is_dir():
-        raise DataError(path, None, "model_not_found",
+        raise ArtifactError(path, None, "model_not_found",
                         f"--model must be {' or '.join(BASELINES)} or a model folder")
     from searchr3.model.embedder import Embedder
 

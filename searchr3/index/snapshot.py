@@ -20,7 +20,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from searchr3.data.errors import DataError
+from searchr3.data.errors import ArtifactError
 from searchr3.files import atomic_directory, json_text
 from searchr3.index.store import DocumentIndex
 
@@ -61,14 +61,14 @@ def save_snapshot(index: DocumentIndex, out_dir: str | Path, manifest: dict) -> 
 def read_manifest(snapshot_dir: str | Path) -> dict:
     path = Path(snapshot_dir) / MANIFEST_FILE
     if not path.exists():
-        raise DataError(path, None, "snapshot-missing-file", "manifest.json not found; not an index snapshot")
+        raise ArtifactError(path, None, "snapshot-missing-file", "manifest.json not found; not an index snapshot")
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise DataError(path, err.lineno, "invalid-json", err.msg) from err
+        raise ArtifactError(path, err.lineno, "invalid-json", err.msg) from err
     for key in ("kind", "dim", "count", "model_checksum"):
         if key not in manifest:
-            raise DataError(path, None, "manifest-missing-key", f"{key!r} is required")
+            raise ArtifactError(path, None, "manifest-missing-key", f"{key!r} is required")
     return manifest
 
 
@@ -78,21 +78,21 @@ def load_snapshot(snapshot_dir: str | Path, texts: dict[str, str] | None = None)
     manifest = read_manifest(snapshot_dir)
     for name in (INDEX_FILE, IDS_FILE, VERSIONS_FILE):
         if not (snapshot_dir / name).exists():
-            raise DataError(snapshot_dir / name, None, "snapshot-missing-file", f"{name} not found")
+            raise ArtifactError(snapshot_dir / name, None, "snapshot-missing-file", f"{name} not found")
     try:
         doc_ids = json.loads((snapshot_dir / IDS_FILE).read_text())
     except json.JSONDecodeError as err:
-        raise DataError(snapshot_dir / IDS_FILE, err.lineno, "invalid-json", err.msg) from err
+        raise ArtifactError(snapshot_dir / IDS_FILE, err.lineno, "invalid-json", err.msg) from err
     if not isinstance(doc_ids, list) or not all(isinstance(d, str) for d in doc_ids):
-        raise DataError(snapshot_dir / IDS_FILE, None, "doc-ids-not-strings", "expected a JSON list of strings")
+        raise ArtifactError(snapshot_dir / IDS_FILE, None, "doc-ids-not-strings", "expected a JSON list of strings")
     versions = np.load(snapshot_dir / VERSIONS_FILE)
     faiss_index = faiss.read_index(str(snapshot_dir / INDEX_FILE))
     counts = {"manifest count": manifest["count"], "index vectors": int(faiss_index.ntotal),
               "doc ids": len(doc_ids), "versions": len(versions)}
     if len(set(counts.values())) != 1:
-        raise DataError(snapshot_dir, None, "snapshot-count-mismatch", ", ".join(f"{k}={v}" for k, v in counts.items()))
+        raise ArtifactError(snapshot_dir, None, "snapshot-count-mismatch", ", ".join(f"{k}={v}" for k, v in counts.items()))
     if int(faiss_index.d) != manifest["dim"]:
-        raise DataError(snapshot_dir / MANIFEST_FILE, None, "snapshot-dim-mismatch",
+        raise ArtifactError(snapshot_dir / MANIFEST_FILE, None, "snapshot-dim-mismatch",
                         f"manifest dim {manifest['dim']} but index dim {faiss_index.d}")
     index = DocumentIndex(kind=manifest["kind"], nlist=manifest.get("nlist", 1024), nprobe=manifest.get("nprobe", 16))
     index.attach(faiss_index, doc_ids, versions)

@@ -1,0 +1,167 @@
+"""Every CLI error is one line on stderr with its documented exit code; a traceback only with --debug."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from searchr3.cli import main
+from searchr3.config import ConfigError, load_params, section
+from searchr3.train.sft_config import SFTConfig
+
+
+def run_main(capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        sys.exit(main(list(argv)))
+    out, err = capsys.readouterr()
+    return exited.value.code, out, err
+
+
+def one_error_line(err: str) -> str:
+    """The error: exactly one ``searchr3: error:`` line, the last one (progress logging may precede it)."""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("searchr3: error: ")]
+    assert len(errors) == 1 and errors[0] == lines[-1] and "Traceback" not in err, err
+    return errors[0]
+
+
+def write_beir(folder: Path, corpus: str) -> Path:
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text(corpus)
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "red fruit"}\n{"_id": "t1", "text": "sweet"}\n')
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nt1\td2\t1\n")
+    return folder
+
+
+def beir_params(path: Path, folder: Path, **extra) -> Path:
+    path.write_text(json.dumps({"data": {"sources": [{"type": "beir", "path": str(folder), "train_split": "train",
+                                                      "eval_splits": ["test"], **extra}],
+                                         "mining": {"depth": 3, "negatives": 1}}}))
+    return path
+
+
+def test_usage_error_is_one_line_exit_2(capsys):
+    code, _, err = run_main(capsys, "evaluate", "--model", "bm25")
+    assert code == 2
+    line = one_error_line(err)
+    assert "--dataset" in line and "see `searchr3 evaluate --help`" in line
+
+
+CONFIG_CASES = {
+    "unknown source type": ({"type": "beer"}, "[data.sources[0]]: type 'beer' is not one of"),
+    "unknown key": ({"spilt": "test"}, "[data.sources[0]]: unknown key(s) ['spilt']"),
+    "number YAML reads as text": ({"weight": "1e-1"}, "[data.sources[0].weight]: expected float, got '1e-1'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_CASES))
+def test_config_errors_name_the_file_given(tmp_path, capsys, case):
+    extra, phrase = CONFIG_CASES[case]
+    params = beir_params(tmp_path / "my-params.yaml", tmp_path / "toy", **extra)
+    code, _, err = run_main(capsys, "--params", str(params), "data", "build", "--out", str(tmp_path / "data"))
+    line = one_error_line(err)
+    assert code == 2 and f"{params} {phrase}" in line, line
+
+
+def test_missing_params_file(tmp_path, capsys):
+    code, _, err = run_main(capsys, "--params", str(tmp_path / "nope.yaml"), "validate", "--data", "data")
+    assert code == 2 and f"{tmp_path / 'nope.yaml'}: parameters file not found" in one_error_line(err)
+
+
+def test_broken_yaml_names_file_line_and_column(tmp_path, capsys):
+    params = tmp_path / "p.yaml"
+    params.write_text("data:\n  seed: 0\n  sources: [ {type: beir\n")
+    code, _, err = run_main(capsys, "--params", str(params), "data", "build")
+    line = one_error_line(err)
+    assert code == 2 and f"{params}:4:1: broken YAML" in line, line
+
+
+def test_unknown_profile_says_where_it_came_from(tmp_path, capsys, monkeypatch):
+    params = tmp_path / "p.yaml"
+    params.write_text("profiles:\n  tiny: {}\n")
+    code, _, err = run_main(capsys, "--params", str(params), "--profile", "huge", "data", "build")
+    assert code == 2 and "unknown profile 'huge' (from --profile); known: ['default', 'tiny']" in one_error_line(err)
+    monkeypatch.setenv("SEARCHR3_PROFILE", "nightly")
+    code, _, err = run_main(capsys, "--params", str(params), "data", "build")
+    assert code == 2 and "unknown profile 'nightly' (from the SEARCHR3_PROFILE environment variable)" in \
+        one_error_line(err)
+
+
+def test_section_errors_name_file_and_profile(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("sft: {lr: 1.0e-4}\nprofiles:\n  fast: {sft: {lr: 1e-3}}\n")
+    with pytest.raises(ConfigError) as info:
+        section(load_params(params, "fast"), "sft", SFTConfig)
+    assert str(info.value) == (f"{params} [sft.lr]: expected float, got '1e-3' (str) (YAML reads a number such as "
+                               "1e-4 as text; write it with a dot: 1.0e-4) (profile fast)")
+
+
+def test_bad_data_is_exit_3_naming_file_line_rule(tmp_path, capsys):
+    folder = write_beir(tmp_path / "toy", '{"_id": "d1", "text": "Apples."}\n{"_id": "d2", "title": 5, "text": "x"}\n')
+    params = beir_params(tmp_path / "params.yaml", folder)
+    code, _, err = run_main(capsys, "--params", str(params), "data", "build", "--out", str(tmp_path / "data"))
+    line = one_error_line(err)
+    assert code == 3 and f"{folder / 'corpus.jsonl'}:2: field_type: 'title' must be a string, got int" in line
+    assert "hint: fix or remove" in line
+    code, out, err = run_main(capsys, "--params", str(params), "validate", "--dataset", str(folder),
+                              "--report-dir", str(tmp_path / "reports"))
+    assert code == 3 and "toy-test.corpus field_type (1 rows, first at line 2)" in one_error_line(err)
+    assert "toy-test.corpus: rule field_type" in out  # the full report goes to stdout
+
+
+def test_damaged_artifact_is_exit_4(tmp_path, capsys):
+    (tmp_path / "data" / "eval").mkdir(parents=True)
+    code, _, err = run_main(capsys, "validate", "--data", str(tmp_path / "data"), "--report-dir", str(tmp_path / "r"))
+    line = one_error_line(err)
+    assert code == 4 and f"{tmp_path / 'data' / 'train'}: missing_file: no train dataset" in line
+    assert "hint: rebuild it" in line
+
+
+def test_unexpected_error_is_exit_1_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
+    import searchr3.data.build
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(searchr3.data.build, "build_data", boom)
+    params = beir_params(tmp_path / "params.yaml", tmp_path / "toy")
+    code, _, err = run_main(capsys, "--params", str(params), "data", "build")
+    assert code == 1 and "unexpected RuntimeError: disk on fire" in one_error_line(err)
+    assert "--debug" in err
+    code, _, err = run_main(capsys, "--params", str(params), "--debug", "data", "build")
+    assert code == 1 and "Traceback (most recent call last)" in err and err.rstrip().splitlines()[-1].startswith(
+        "searchr3: error: unexpected RuntimeError")
+
+
+def test_interrupt_is_exit_130(tmp_path, capsys, monkeypatch):
+    import searchr3.data.build
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(searchr3.data.build, "build_data", interrupted)
+    code, _, err = run_main(capsys, "--params", str(beir_params(tmp_path / "p.yaml", tmp_path / "toy")), "data",
+                            "build")
+    assert code == 130 and "interrupted" in one_error_line(err)
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    """The real process: a config error (exit 2) and a data error (exit 3), one line each, nothing else."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    folder = write_beir(tmp_path / "toy", '{"_id": "d1", "text": "Apples\\u0000"}\n')
+    beir_params(tmp_path / "params.yaml", folder)
+    for argv, code, phrase in [
+        (["--params", "missing.yaml", "data", "build"], 2, "missing.yaml: parameters file not found"),
+        (["data", "build", "--out", "out"], 3, "corpus.jsonl:1: control_character: 'text' holds U+0000"),
+    ]:
+        proc = subprocess.run([sys.executable, "-m", "searchr3.cli", *argv], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == code, proc.stderr
+        assert phrase in one_error_line(proc.stderr)
+    assert not (tmp_path / "out").exists()
