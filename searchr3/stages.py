@@ -33,9 +33,13 @@ def data(params=None, out: str = PATHS["data"], progress: bool = True) -> dict:
     from searchr3.data.bm25 import Bm25Config
     from searchr3.data.build import build_data
     from searchr3.data.config import DataConfig
+    from searchr3.data.rules import Limits
+    from searchr3.validate.config import ValidateConfig
 
     p = _params(params)
-    return build_data(section(p, "data", DataConfig), out, progress=progress, bm25=section(p, "bm25", Bm25Config))
+    limits = Limits.of(section(p, "validate", ValidateConfig))  # the validator's bounds: one set of rules
+    return build_data(section(p, "data", DataConfig), out, progress=progress, bm25=section(p, "bm25", Bm25Config),
+                      limits=limits)
 
 
 def validate(params=None, data_dir: str = PATHS["data"], report_dir: str = PATHS["validation"],

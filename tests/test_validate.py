@@ -45,18 +45,18 @@ def test_clean_beir_folder_passes_and_writes_reports(tmp_path):
 
 
 BAD_BEIR = {
-    "duplicate doc id": (dict(corpus=CORPUS + [{"_id": "d2", "text": "again"}]), "toy-test.corpus", "unique_ids"),
-    "blank doc id": (dict(corpus=CORPUS + [{"_id": " ", "text": "no id"}]), "toy-test.corpus", "ids_present"),
+    "duplicate doc id": (dict(corpus=CORPUS + [{"_id": "d2", "text": "again"}]), "toy-test.corpus", "duplicate_id"),
+    "blank doc id": (dict(corpus=CORPUS + [{"_id": " ", "text": "no id"}]), "toy-test.corpus", "empty_field"),
     "blank text": (dict(corpus=CORPUS + [{"_id": "d4", "title": "", "text": "   "}]), "toy-test.corpus",
-                   "non_empty_text"),
-    "query too long": (dict(queries=QUERIES + [{"_id": "q3", "text": "x" * 41}]), "toy-test.queries", "text_length"),
+                   "empty_field"),
+    "query too long": (dict(queries=QUERIES + [{"_id": "q3", "text": "x" * 41}]), "toy-test.queries", "text_too_long"),
     "duplicate query id": (dict(queries=QUERIES + [{"_id": "q1", "text": "again"}]), "toy-test.queries",
-                           "unique_ids"),
-    "judged doc missing": (dict(qrels=QRELS + [("q1", "d404", "1")]), "toy-test.qrels", "doc_exists"),
-    "judged query missing": (dict(qrels=QRELS + [("q404", "d1", "1")]), "toy-test.qrels", "query_exists"),
-    "score not integer": (dict(qrels=QRELS + [("q1", "d2", "high")]), "toy-test.qrels", "integer_score"),
-    "judged twice": (dict(qrels=QRELS + [("q1", "d1", "1")]), "toy-test.qrels", "unique_judgement"),
-    "nothing relevant": (dict(qrels=[("q1", "d1", "0")]), "toy-test.qrels", "has_relevant"),
+                           "duplicate_id"),
+    "judged doc missing": (dict(qrels=QRELS + [("q1", "d404", "1")]), "toy-test.qrels", "qrels_unknown_doc"),
+    "judged query missing": (dict(qrels=QRELS + [("q404", "d1", "1")]), "toy-test.qrels", "qrels_unknown_query"),
+    "score not integer": (dict(qrels=QRELS + [("q1", "d2", "high")]), "toy-test.qrels", "qrels_score"),
+    "judged twice": (dict(qrels=QRELS + [("q1", "d1", "1")]), "toy-test.qrels", "duplicate_judgement"),
+    "nothing relevant": (dict(qrels=[("q1", "d1", "0")]), "toy-test.qrels", "no_relevant"),
 }
 
 
@@ -76,7 +76,7 @@ def test_failure_message_names_the_offending_row(tmp_path):
     with pytest.raises(ValidationFailed) as info:
         validate_dataset(folder, "test", report_dir=tmp_path / "reports")
     message = str(info.value)
-    assert "expect_column_values_to_be_in_set on doc_exists): 1 of 4 rows" in message
+    assert "expect_column_values_to_be_in_set on qrels_unknown_doc): 1 of 4 rows" in message
     assert '"line": 5' in message and '"doc_id": "d404"' in message
 
 
@@ -194,8 +194,22 @@ def test_cli_exit_codes(built, tmp_path, capsys):
     params.write_text("validate:\n  report_dir: " + str(tmp_path / "reports") + "\n")
     assert main(["--params", str(params), "validate", "--data", str(built)]) == 0
     bad = write_beir(tmp_path / "bad", qrels=QRELS + [("q1", "d404", "1")])
-    assert main(["--params", str(params), "validate", "--dataset", str(bad), "--split", "test"]) == 1
-    assert "bad-test.qrels: rule doc_exists" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["--params", str(params), "validate", "--dataset", str(bad), "--split", "test"]) == 3
+    out, err = capsys.readouterr()
+    assert "bad-test.qrels: rule qrels_unknown_doc" in out  # the report
+    assert err.count("\n") == 1 and err.startswith("searchr3: error: validation of ")
+    assert "bad-test.qrels qrels_unknown_doc (1 rows, first at line 5)" in err
+
+
+def test_default_relative_report_dir_works(tmp_path, monkeypatch):
+    """`searchr3 validate --dataset DIR` with the default report folder (relative to the working directory)."""
+    from searchr3.cli import main
+
+    folder = write_beir(tmp_path / "toy")
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "--dataset", str(folder)]) == 0
+    assert json.loads((tmp_path / "reports" / "validation" / "summary.json").read_text())["success"] is True
 
 
 @pytest.mark.skipif(not (SHARED / "scifact").is_dir(), reason="../shared/data/scifact is absent")

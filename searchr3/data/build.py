@@ -11,9 +11,13 @@ Output folder (``searchr3 data build --out data``)::
       eval/<label>-<split>/  BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv
                              (read back with ``load_eval_set``; any BEIR tool reads it too)
 
-Leakage guard: a training query whose text (whitespace-collapsed, lower-cased) equals any
-evaluation query of any source, or whose id is an evaluation query id of the same source, is
-dropped before mixing, and counted in the manifest. Mixing: source ``i`` gets a share
+Every source is read by its strict loader under the shared rules (:mod:`searchr3.data.rules`,
+with the size bounds of ``validate:``), so the data stage refuses exactly what ``searchr3 validate``
+refuses; the built-in code-search set is checked by the same rules.
+
+Leakage guard (rule ``shared_query``, a warning): a training query whose text (whitespace-collapsed,
+lower-cased) equals any evaluation query of any source, or whose id is an evaluation query id of
+the same source, is dropped before mixing, counted in the manifest and reported as a warning. Mixing: source ``i`` gets a share
 ``weight_i / sum(weights)`` of ``train_size`` rows (null: the largest size every source can fill);
 rows are picked and ordered by a seeded hash, so a build is reproducible.
 The whole folder is built beside ``out`` and swapped in only when everything succeeded.
@@ -29,15 +33,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 from searchr3.config import ConfigError
-from searchr3.data.beir import load_beir, save_beir
+from searchr3.data.beir import check_set, load_beir, save_beir
 from searchr3.data.bm25 import Bm25Config
 from searchr3.data.codesearch import build_codesearch
 from searchr3.data.config import DataConfig, SourceConfig
-from searchr3.data.errors import DataError
+from searchr3.data.errors import ArtifactError, DataError
 from searchr3.data.hf import load_hf
 from searchr3.files import atomic_directory, write_json_atomic
 from searchr3.data.mining import mine_bm25, mine_dense
 from searchr3.data.nq import load_nq_open
+from searchr3.data.rules import Limits, text_key
 from searchr3.data.types import RetrievalSet
 
 log = logging.getLogger(__name__)
@@ -47,9 +52,7 @@ TRAIN_COLUMNS = ("query_id", "query", "positive_id", "positive", "negative_ids",
                  "positive_score", "negative_scores", "source")
 
 
-def query_key(text: str) -> str:
-    """The form in which two queries count as the same text (leakage checks use it too)."""
-    return " ".join(text.split()).lower()
+query_key = text_key  # the form in which two queries count as the same text (leakage checks use it too)
 
 
 def _hash_order(seed: int, *parts: str) -> str:
@@ -57,33 +60,38 @@ def _hash_order(seed: int, *parts: str) -> str:
 
 
 def _call(loader, where: str, *args, **kwargs):
-    """Call a loader, turning an unknown ``options`` key into a ConfigError that names it."""
+    """Call a loader, turning an unknown ``options`` key or a bad option value into a ConfigError naming it."""
     try:
         inspect.signature(loader).bind(*args, **kwargs)
     except TypeError as err:
-        raise ConfigError(f"params.yaml [{where}]: bad options for {loader.__name__}: {err}") from None
-    return loader(*args, **kwargs)
+        raise ConfigError(f"[{where}]: bad options for {loader.__name__}: {err}") from None
+    try:
+        return loader(*args, **kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"[{where}]: {err}") from None
 
 
-def load_source(src: SourceConfig, seed: int, where: str = "data.sources",
-                progress: bool = False) -> dict[str, RetrievalSet]:
-    """The train split (if any) and eval splits of one source, keyed by split name."""
+def load_source(src: SourceConfig, seed: int, where: str = "data.sources", progress: bool = False,
+                limits: Limits | None = None) -> dict[str, RetrievalSet]:
+    """The train split (if any) and eval splits of one source, keyed by split name (rules checked)."""
     splits = ([src.train_split] if src.train_split else []) + list(src.eval_splits)
     label = src.display_label()
+    limits = limits or Limits()
     if src.type == "codesearch":
         sets = _call(build_codesearch, where, seed, progress=progress, **src.options)
         missing = sorted(set(splits) - set(sets))
         if missing:
-            raise ConfigError(f"params.yaml [{where}]: codesearch has splits {sorted(sets)}, not {missing}")
-        return {s: sets[s] for s in splits}
+            raise ConfigError(f"[{where}]: codesearch has splits {sorted(sets)}, not {missing}")
+        return {s: check_set(sets[s], f"codesearch {s} set ({sets[s].meta.get('stdlib')})", limits) for s in splits}
     out = {}
     for split in dict.fromkeys(splits):
         if src.type == "beir":
-            out[split] = _call(load_beir, where, src.path, split, name=label, **src.options)
+            out[split] = _call(load_beir, where, src.path, split, name=label, limits=limits, **src.options)
         elif src.type == "nq_open":
-            out[split] = _call(load_nq_open, where, src.path, split, seed=seed, name=label, **src.options)
+            out[split] = _call(load_nq_open, where, src.path, split, seed=seed, name=label, limits=limits,
+                               **src.options)
         else:
-            out[split] = _call(load_hf, where, src.name or src.path, split, name=label, **src.options)
+            out[split] = _call(load_hf, where, src.name or src.path, split, name=label, limits=limits, **src.options)
     return out
 
 
@@ -182,10 +190,11 @@ def _evaluation_queries(sources: list[SourceConfig], loaded: dict) -> tuple[set[
 
 
 def build_data(config: DataConfig, out: str | Path, progress: bool = True, embedder=None,
-               bm25: Bm25Config | None = None) -> dict:
+               bm25: Bm25Config | None = None, limits: Limits | None = None) -> dict:
     """Build the data stage into ``out`` (replaced atomically); returns the manifest.
 
     ``bm25`` (the ``bm25:`` section) configures BM25 mining; ``embedder`` replaces ``mining.model`` for dense mining.
+    ``limits``: the size bounds of the shared rules (``Limits.of(ValidateConfig)``; default: its defaults).
     """
     sources = config.source_configs()
     if config.mining.method == "dense" and embedder is None:
@@ -195,7 +204,8 @@ def build_data(config: DataConfig, out: str | Path, progress: bool = True, embed
     loaded: dict[str, dict[str, RetrievalSet]] = {}
     for i, src in enumerate(sources):
         log.info("loading source %s (%s)", src.display_label(), src.type)
-        loaded[src.display_label()] = load_source(src, config.seed, where=f"data.sources[{i}]", progress=progress)
+        loaded[src.display_label()] = load_source(src, config.seed, where=f"data.sources[{i}]", progress=progress,
+                                                  limits=limits)
 
     eval_keys, eval_ids = _evaluation_queries(sources, loaded)
     manifest: dict = {"layout": {"train": f"{TRAIN_DIR}/ (HF save_to_disk)",
@@ -221,6 +231,9 @@ def build_data(config: DataConfig, out: str | Path, progress: bool = True, embed
                 rows = [{**row, "source": label} for row in result.rows
                         if query_key(row["query"]) not in eval_keys and row["query_id"] not in eval_ids.get(label, ())]
                 leaked = len(result.rows) - len(rows)
+                if leaked:
+                    log.warning("warning: shared_query: %d training queries of source %s are also evaluation "
+                                "queries (same id, or same text in any source); dropped from training", leaked, label)
                 rows_by_source[label] = rows
                 corpus_rows.extend({"doc_id": d, "text": t, "source": label} for d, t in train.corpus.items())
                 entry["train"] = {"split": src.train_split, **_set_counts(train), "rows_mined": len(result.rows),
@@ -235,6 +248,9 @@ def build_data(config: DataConfig, out: str | Path, progress: bool = True, embed
         for label, n in by_source.items():
             manifest["sources"][label]["train"]["rows_in_mix"] = n
         manifest["train"] = {"rows": len(mixed), "by_source": by_source, "corpus_documents": len(corpus_rows)}
+        if weights and not mixed:
+            raise DataError("data.sources", None, "no_training_rows",
+                            f"the training splits of {sorted(weights)} left no row after mining and the leakage guard")
         _write_datasets(tmp, mixed, corpus_rows, progress)
         write_json_atomic(tmp / MANIFEST, manifest)
     return manifest
@@ -251,8 +267,8 @@ def load_eval_set(folder: str | Path) -> RetrievalSet:
     folder = Path(folder)
     qrels = sorted((folder / "qrels").glob("*.tsv"))
     if len(qrels) != 1:
-        raise DataError(folder / "qrels", None, "missing_file" if not qrels else "ambiguous_split",
-                        f"expected one qrels/<split>.tsv, found {[p.name for p in qrels]}")
+        raise ArtifactError(folder / "qrels", None, "missing_file" if not qrels else "ambiguous_split",
+                            f"expected one qrels/<split>.tsv, found {[p.name for p in qrels]}")
     return load_beir(folder, qrels[0].stem, name=folder.name)
 
 
@@ -262,20 +278,22 @@ def dev_set(data_dir: str | Path) -> RetrievalSet | None:
     return load_eval_set(dev[0]) if dev else None
 
 
-def load_train(data_dir: str | Path):
-    """The mixed training rows (``datasets.Dataset``)."""
+def _load_saved(path: Path, what: str):
     import datasets
 
-    path = Path(data_dir) / TRAIN_DIR
     if not path.is_dir():
-        raise DataError(path, None, "missing_file", "no train dataset (run `searchr3 data build`)")
-    return datasets.load_from_disk(str(path))
+        raise ArtifactError(path, None, "missing_file", f"no {what} dataset (run `searchr3 data build`)")
+    try:
+        return datasets.load_from_disk(str(path))
+    except Exception as err:  # noqa: BLE001 - datasets raises many types for a damaged folder
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise ArtifactError(path, None, "unreadable_dataset", f"{type(err).__name__}: {detail}") from None
+
+
+def load_train(data_dir: str | Path):
+    """The mixed training rows (``datasets.Dataset``)."""
+    return _load_saved(Path(data_dir) / TRAIN_DIR, "train")
 
 
 def load_train_corpus(data_dir: str | Path):
-    import datasets
-
-    path = Path(data_dir) / TRAIN_CORPUS_DIR
-    if not path.is_dir():
-        raise DataError(path, None, "missing_file", "no train_corpus dataset (run `searchr3 data build`)")
-    return datasets.load_from_disk(str(path))
+    return _load_saved(Path(data_dir) / TRAIN_CORPUS_DIR, "train_corpus")

@@ -32,8 +32,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from searchr3.data.errors import DataError
+from searchr3.data.io import require_path
 from searchr3.data.nq import stable_fraction
 from searchr3.data.types import RetrievalSet
+from searchr3.errors import ConfigError
 
 SKIPPED_DIRS = frozenset({"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "turtledemo",
                           "ensurepip", "__pycache__", "__phello__", "config-3", "encodings", "pydoc_data"})
@@ -117,7 +120,7 @@ def stdlib_files(root: Path) -> list[Path]:
         parts = path.relative_to(root).parts
         if any(p in SKIPPED_DIRS or p.startswith("config-3") for p in parts[:-1]):
             continue
-        if parts[-1].startswith("test_"):
+        if parts[-1].startswith("test_") or not path.is_file():  # FIFOs, symlink loops, folders named *.py
             continue
         files.append(path)
     return files
@@ -131,7 +134,7 @@ def extract_functions(root: Path, progress: bool = False) -> tuple[list[Function
         try:
             text = path.read_text(encoding="utf-8")
             tree = ast.parse(text, filename=str(path))
-        except (SyntaxError, UnicodeDecodeError, ValueError):
+        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
             unparsable += 1
             continue
         module = path.relative_to(root).as_posix()
@@ -186,13 +189,23 @@ def build_codesearch(seed: int = 0, *, root: str | Path | None = None, test_quer
     The train set's corpus is exactly its pairs' functions; dev/test corpora also hold the
     split's functions that are not queried, as distractors (up to ``*_docs``).
     """
-    if not (0 < dev_fraction and 0 < test_fraction and dev_fraction + test_fraction < 1):
-        raise ValueError("dev_fraction and test_fraction must be positive and sum to less than 1")
+    counts = {"test_queries": test_queries, "test_docs": test_docs, "dev_queries": dev_queries, "dev_docs": dev_docs,
+              "train_pairs": train_pairs}
+    for key, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"codesearch option {key} must be a non-negative integer, got {value!r}")
+    fractions = (dev_fraction, test_fraction)
+    if not all(isinstance(f, int | float) and not isinstance(f, bool) for f in fractions) \
+            or not (0 < dev_fraction and 0 < test_fraction and dev_fraction + test_fraction < 1):
+        raise ConfigError("codesearch options dev_fraction and test_fraction must be positive and sum to less than 1")
     for label, q, d in (("test", test_queries, test_docs), ("dev", dev_queries, dev_docs)):
         if q > d:
-            raise ValueError(f"{label}_queries ({q}) cannot exceed {label}_docs ({d})")
-    root = Path(root or sysconfig.get_paths()["stdlib"])
+            raise ConfigError(f"codesearch option {label}_queries ({q}) cannot exceed {label}_docs ({d})")
+    root = require_path(root, folder=True) if root is not None else Path(sysconfig.get_paths()["stdlib"])
     functions, unparsable = extract_functions(root, progress=progress)
+    if not functions:
+        raise DataError(root, None, "empty_file", f"no documented Python function found in {len(stdlib_files(root))} "
+                                                  ".py files under this folder")
     unique, stats = select_unambiguous(functions, tuple(summary_chars), tuple(source_chars))
     by_split: dict[str, list[Function]] = {s: [] for s in SPLITS}
     for f in unique:

@@ -21,16 +21,18 @@ Two layouts are understood:
   ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``; ``qrels`` must be a ``DatasetDict``
   keyed by split. Same column names as above.
 
-Rows are checked with the BEIR rules (:mod:`searchr3.data.beir`); a :class:`DataError` names
-``PATH[config/split]`` and the 1-based row number as its line.
+Rows are checked with the same rules as every loader (:mod:`searchr3.data.rules`); a
+:class:`DataError` names ``PATH[config/split]`` and the 1-based row number as its line. A folder
+that ``datasets`` cannot read at all is ``unreadable_dataset``.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from searchr3.data.beir import assemble, collect_texts
+from searchr3.data.beir import load_split
 from searchr3.data.errors import DataError
-from searchr3.data.types import RetrievalSet
+from searchr3.data.rules import Limits
+from searchr3.data.types import RawSplit, RetrievalSet
 
 ID_COLUMNS = {"corpus": ("_id", "id", "doc_id", "corpus-id"), "queries": ("_id", "id", "query_id", "query-id")}
 TEXT_COLUMNS = {"corpus": ("text",), "queries": ("text", "query")}
@@ -56,7 +58,8 @@ def _single_split(dsd, where: str):
     return next(iter(dsd.values()))
 
 
-def _texts(ds, kind: str, where: str) -> dict[str, str]:
+def _records(ds, kind: str, where: str):
+    """``(row, {"_id", "text"[, "title"]})`` of a corpus or queries dataset (rows numbered from 1)."""
     columns = list(ds.column_names)
     id_col = _pick(columns, ID_COLUMNS[kind], where, "id")
     text_col = _pick(columns, TEXT_COLUMNS[kind], where, "text")
@@ -64,23 +67,33 @@ def _texts(ds, kind: str, where: str) -> dict[str, str]:
     if kind == "corpus" and "title" in columns:
         wanted["title"] = "title"
     cols = {key: ds[col] for key, col in wanted.items()}
-    records = ((i + 1, {key: values[i] for key, values in cols.items()}) for i in range(len(ds)))
-    return collect_texts(records, where, with_title=kind == "corpus")
+    return [(i + 1, {key: values[i] for key, values in cols.items()}) for i in range(len(ds))]
+
+
+def _qrels_columns(ds, where: str) -> dict[str, str]:
+    return {role: _pick(list(ds.column_names), options, where, role) for role, options in QRELS_COLUMNS.items()}
 
 
 def _judgements(ds, where: str):
-    columns = list(ds.column_names)
-    names = {role: _pick(columns, options, where, role) for role, options in QRELS_COLUMNS.items()}
+    """``(row, query_id, doc_id, score as stored)``; the score is checked by the shared rules."""
+    names = _qrels_columns(ds, where)
     qids, docs, scores = ds[names["query"]], ds[names["doc"]], ds[names["score"]]
-    for i, (qid, doc, score) in enumerate(zip(qids, docs, scores), start=1):
-        if isinstance(score, float) and score.is_integer():
-            score = int(score)
-        if isinstance(score, bool) or not isinstance(score, int):
-            raise DataError(where, i, "qrels_score", f"score {score!r} is not an integer")
-        yield i, str(qid), str(doc), score
+    return [(i, str(qid), str(doc), score) for i, (qid, doc, score) in enumerate(zip(qids, docs, scores), start=1)]
 
 
-def _is_saved(folder: Path) -> bool:
+def _guarded(where: str, load):
+    """Run a ``datasets`` read; any failure of the library to read the folder is ``unreadable_dataset``."""
+    try:
+        return load()
+    except DataError:
+        raise
+    except Exception as err:  # noqa: BLE001 - datasets raises many types for an unreadable folder
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise DataError(where, None, "unreadable_dataset", f"{type(err).__name__}: {detail}") from None
+
+
+def is_saved_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds ``save_to_disk`` outputs (the saved-folders layout)."""
     return any((folder / "corpus" / f).is_file() for f in ("dataset_info.json", "dataset_dict.json", "state.json"))
 
 
@@ -90,9 +103,13 @@ def _saved_parts(folder: Path, split: str):
 
     where = {"corpus": f"{folder / 'corpus'}", "queries": f"{folder / 'queries'}",
              "qrels": f"{folder / 'qrels'}[{split}]"}
-    corpus = _single_split(datasets.load_from_disk(str(folder / "corpus")), where["corpus"])
-    queries = _single_split(datasets.load_from_disk(str(folder / "queries")), where["queries"])
-    return corpus, queries, datasets.load_from_disk(str(folder / "qrels")), where
+
+    def load(part: str):
+        return _guarded(where[part], lambda: datasets.load_from_disk(str(folder / part)))
+
+    corpus = _single_split(load("corpus"), where["corpus"])
+    queries = _single_split(load("queries"), where["queries"])
+    return corpus, queries, load("qrels"), where
 
 
 def _repo_parts(source: str, split: str, configs: tuple[str, str, str], revision: str | None,
@@ -106,26 +123,24 @@ def _repo_parts(source: str, split: str, configs: tuple[str, str, str], revision
     where = {"corpus": f"{source}[{corpus_config}]", "queries": f"{source}[{queries_config}]",
              "qrels": f"{source}[{qrels_config}/{split}]"}
 
-    def load(config: str):
-        return datasets.load_dataset(source, config, revision=revision, cache_dir=cache_dir)
+    def load(config: str, part: str):
+        return _guarded(where[part], lambda: datasets.load_dataset(source, config, revision=revision,
+                                                                   cache_dir=cache_dir))
 
-    corpus = _single_split(load(corpus_config), where["corpus"])
-    queries = _single_split(load(queries_config), where["queries"])
-    return corpus, queries, load(qrels_config), where
+    corpus = _single_split(load(corpus_config, "corpus"), where["corpus"])
+    queries = _single_split(load(queries_config, "queries"), where["queries"])
+    return corpus, queries, load(qrels_config, "qrels"), where
 
 
-def load_hf(name_or_path: str | Path, split: str = "test", *, corpus_config: str = "corpus",
-            queries_config: str = "queries", qrels_config: str = "default", revision: str | None = None,
-            name: str | None = None, cache_dir: str | Path | None = None) -> RetrievalSet:
-    """Load ``split`` of a BEIR-style dataset through ``datasets`` (see the module docstring).
-
-    ``cache_dir`` is passed to ``load_dataset`` (default: the ``datasets`` cache, ``HF_DATASETS_CACHE``).
-    """
+def hf_split(name_or_path: str | Path, split: str = "test", *, corpus_config: str = "corpus",
+             queries_config: str = "queries", qrels_config: str = "default", revision: str | None = None,
+             name: str | None = None, cache_dir: str | Path | None = None) -> RawSplit:
+    """``split`` of a BEIR-style dataset (see the module docstring) as a :class:`RawSplit`."""
     import datasets
 
     source = str(name_or_path)
     folder = Path(source)
-    if folder.is_dir() and _is_saved(folder):
+    if folder.is_dir() and is_saved_folder(folder):
         layout = "save_to_disk"
         corpus_ds, queries_ds, qrels_dict, where = _saved_parts(folder, split)
     else:
@@ -136,8 +151,29 @@ def load_hf(name_or_path: str | Path, split: str = "test", *, corpus_config: str
     if not isinstance(qrels_dict, datasets.DatasetDict) or split not in qrels_dict:
         found = sorted(qrels_dict) if isinstance(qrels_dict, datasets.DatasetDict) else "a single Dataset"
         raise DataError(where["qrels"], None, "missing_split", f"no qrels split {split!r} (found {found})")
-    corpus = _texts(corpus_ds, "corpus", where["corpus"])
-    queries = _texts(queries_ds, "queries", where["queries"])
-    return assemble(name or Path(source.rstrip("/")).name, corpus, queries,
-                    _judgements(qrels_dict[split], where["qrels"]), where["qrels"],
+    corpus = _guarded(where["corpus"], lambda: _records(corpus_ds, "corpus", where["corpus"]))
+    queries = _guarded(where["queries"], lambda: _records(queries_ds, "queries", where["queries"]))
+    judgements = _guarded(where["qrels"], lambda: _judgements(qrels_dict[split], where["qrels"]))
+
+    def other_splits() -> dict[str, set[str]]:
+        out = {}
+        for other in sorted(set(qrels_dict) - {split}):
+            ds = qrels_dict[other]
+            out[other] = {str(q) for q in ds[_qrels_columns(ds, where["qrels"])["query"]]}
+        return out
+
+    return RawSplit(name=name or Path(source.rstrip("/")).name, split=split, corpus=lambda: corpus,
+                    queries=lambda: queries, judgements=lambda: judgements, corpus_where=where["corpus"],
+                    queries_where=where["queries"], qrels_where=where["qrels"], other_splits=other_splits,
                     meta={"format": "hf", "layout": layout, "source": source, "split": split, "revision": revision})
+
+
+def load_hf(name_or_path: str | Path, split: str = "test", *, corpus_config: str = "corpus",
+            queries_config: str = "queries", qrels_config: str = "default", revision: str | None = None,
+            name: str | None = None, cache_dir: str | Path | None = None, limits: Limits | None = None) -> RetrievalSet:
+    """Load ``split`` of a BEIR-style dataset through ``datasets`` (see the module docstring).
+
+    ``cache_dir`` is passed to ``load_dataset`` (default: the ``datasets`` cache, ``HF_DATASETS_CACHE``).
+    """
+    return load_split(hf_split(name_or_path, split, corpus_config=corpus_config, queries_config=queries_config,
+                               qrels_config=qrels_config, revision=revision, name=name, cache_dir=cache_dir), limits)

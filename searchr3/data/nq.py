@@ -12,12 +12,17 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from searchr3.data.beir import join_title
+from searchr3.data.beir import load_split
 from searchr3.data.errors import DataError
 from searchr3.data.io import read_jsonl
-from searchr3.data.types import RetrievalSet
+from searchr3.data.rules import Limits, record_text
+from searchr3.data.types import RawSplit, RetrievalSet
+from searchr3.errors import ConfigError
 
 SPLITS = (None, "train", "test")
+# what the shared rules call a record's fields, as this file names them (for error messages)
+FIELD_NAMES = {"corpus": {"text": "ctxs[0].text", "title": "ctxs[0].title", "_id": "passage id"},
+               "queries": {"text": "question", "_id": "question id"}}
 
 
 def stable_fraction(key: str, seed: int) -> float:
@@ -26,47 +31,66 @@ def stable_fraction(key: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def _gold_passage(record: dict, path: Path, line: int) -> str:
+def _gold(record: dict, path: Path, line: int) -> dict:
     ctxs = record.get("ctxs")
     if not isinstance(ctxs, list) or not ctxs or not isinstance(ctxs[0], dict):
         raise DataError(path, line, "missing_field", "'ctxs' must be a non-empty list of passages")
-    gold = ctxs[0]
-    text = gold.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise DataError(path, line, "empty_field", "ctxs[0].text is missing or empty")
-    return join_title(gold.get("title"), text)
+    return {"title": ctxs[0].get("title"), "text": ctxs[0].get("text")}
 
 
-def load_nq_open(path: str | Path, split: str | None = None, *, test_fraction: float = 0.2, seed: int = 0,
-                 limit: int | None = None, name: str = "nq_open") -> RetrievalSet:
-    """Read the oracle file (``.jsonl`` or ``.jsonl.gz``); ``limit`` keeps the first questions only."""
+def nq_split(path: str | Path, split: str | None = None, *, test_fraction: float = 0.2, seed: int = 0,
+             limit: int | None = None, name: str = "nq_open") -> RawSplit:
+    """The file as a :class:`RawSplit`: gold passages (deduplicated), the split's questions, one judgement each."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        raise ConfigError(f"nq_open split must be one of {SPLITS}, not {split!r}")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, int | float) or not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"nq_open test_fraction must be in (0, 1), got {test_fraction!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"nq_open limit must be a positive integer or null, got {limit!r}")
     path = Path(path)
-    corpus: dict[str, str] = {}
-    queries: dict[str, str] = {}
-    qrels: dict[str, dict[str, int]] = {}
+    corpus: list[tuple[int, dict]] = []
+    queries: list[tuple[int, dict]] = []
+    judgements: list[tuple[int, str, str, int]] = []
+    seen_docs: set[str] = set()
+    seen_pairs: set[tuple[str, str]] = set()
     query_of_text: dict[str, str] = {}
     questions = 0
     for line, record in read_jsonl(path):
         if limit is not None and questions >= limit:
             break
-        question = record.get("question")
-        if not isinstance(question, str) or not question.strip():
-            raise DataError(path, line, "missing_field", "'question' is missing or empty")
-        passage = _gold_passage(record, path, line)
         questions += 1
-        doc_id = "nq-" + hashlib.sha1(passage.encode()).hexdigest()[:16]
-        corpus[doc_id] = passage
-        question = " ".join(question.split())
-        in_test = stable_fraction(question.lower(), seed) < test_fraction
-        if split is not None and in_test != (split == "test"):
-            continue
-        qid = query_of_text.setdefault(question, f"nq-q{line}")
-        queries[qid] = question
-        qrels.setdefault(qid, {})[doc_id] = 1
-    return RetrievalSet(name=name, corpus=corpus, queries=queries, qrels=qrels,
-                        meta={"format": "nq_open", "path": str(path), "split": split or "all",
-                              "test_fraction": test_fraction, "seed": seed, "questions_read": questions})
+        passage = _gold(record, path, line)
+        text = record_text(passage, "corpus")
+        doc_id = "nq-" + hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:16] if text \
+            else f"nq-line{line}"
+        if doc_id not in seen_docs:
+            seen_docs.add(doc_id)
+            corpus.append((line, {"_id": doc_id, **passage}))
+        question = record.get("question")
+        if isinstance(question, str):
+            question = " ".join(question.split())
+            in_test = stable_fraction(question.lower(), seed) < test_fraction
+            if split is not None and in_test != (split == "test"):
+                continue
+            qid = query_of_text.get(question)
+            if qid is None:
+                qid = query_of_text[question] = f"nq-q{line}"
+                queries.append((line, {"_id": qid, "text": question}))
+        else:  # not a question: kept in every split, so that the rules report it
+            qid = f"nq-q{line}"
+            queries.append((line, {"_id": qid, "text": question}))
+        if (qid, doc_id) not in seen_pairs:
+            seen_pairs.add((qid, doc_id))
+            judgements.append((line, qid, doc_id, 1))
+    where = str(path)
+    return RawSplit(name=name, split=split or "all", corpus=lambda: corpus, queries=lambda: queries,
+                    judgements=lambda: judgements, corpus_where=where, queries_where=where, qrels_where=where,
+                    field_names=FIELD_NAMES,
+                    meta={"format": "nq_open", "path": where, "split": split or "all", "test_fraction": test_fraction,
+                          "seed": seed, "questions_read": questions})
+
+
+def load_nq_open(path: str | Path, split: str | None = None, *, test_fraction: float = 0.2, seed: int = 0,
+                 limit: int | None = None, name: str = "nq_open", limits: Limits | None = None) -> RetrievalSet:
+    """Read the oracle file (``.jsonl`` or ``.jsonl.gz``); ``limit`` keeps the first questions only."""
+    return load_split(nq_split(path, split, test_fraction=test_fraction, seed=seed, limit=limit, name=name), limits)

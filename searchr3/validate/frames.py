@@ -1,11 +1,13 @@
 """Tables (pandas) that the Great Expectations suites check, with the computed columns they need.
 
-Reading is lenient about content (a blank text, a duplicate id, a judgement naming an unknown
-document become rows the suites reject, with their line numbers) but strict about syntax: a
-file that is not UTF-8 JSON lines, or a qrels row without three columns, raises ``DataError``.
+Corpus, queries and qrels tables are built from a :class:`~searchr3.data.types.RawSplit` (any input
+format) with the shared rules of :mod:`searchr3.data.rules`: one boolean column per rule, True where
+the row breaks it, computed by the very functions the loaders use. Reading is lenient about content
+(every broken row is listed, with its line number) but strict about syntax: a file that is not UTF-8
+JSON lines, or a qrels row without three columns, raises ``DataError`` as in the loaders.
 
-Cross-table facts are computed here as boolean columns (``doc_exists``, ``leaked_text`` ...)
-so that a plain GX expectation (value in ``{True}`` / ``{False}``) checks them and Data Docs
+Cross-table facts are computed here too (``qrels_unknown_doc``, ``shared_query``, training-row
+``leaked_text`` ...) so that a plain GX expectation (value in ``{False}``) checks them and Data Docs
 lists the offending rows.
 """
 from __future__ import annotations
@@ -14,62 +16,72 @@ from pathlib import Path
 
 import pandas as pd
 
-from searchr3.data.beir import join_title
-from searchr3.data.build import query_key
-from searchr3.data.errors import DataError
-from searchr3.data.io import read_jsonl, read_lines
+from searchr3.data.beir import beir_split
+from searchr3.data.rules import (JUDGEMENT_RULES, RECORD_RULES, SURROGATE, Limits, parse_score, record_id,
+                                 record_problems, record_text, same_text, text_key)
+from searchr3.data.types import RawSplit
+
+query_key = text_key
 
 
-def _text_or_empty(value) -> str:
-    return value if isinstance(value, str) else ""
+def _printable(value):
+    """A string pandas/Arrow can hold: lone surrogates (reported by ``invalid_unicode``) become U+FFFD."""
+    if isinstance(value, str) and SURROGATE.search(value):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return value
 
 
-def _id_or_empty(value) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return value if isinstance(value, str) else ""
-
-
-def texts_frame(path: Path, id_column: str, with_title: bool) -> pd.DataFrame:
-    """``line, <id_column>, text`` from a BEIR corpus/queries file; missing fields become ``""``."""
+def records_frame(records, kind: str, id_column: str, limits: Limits, names: dict | None = None) -> pd.DataFrame:
+    """``line, <id_column>, text`` and one column per record rule of a corpus or queries file."""
     rows = []
-    for line, record in read_jsonl(path):
-        text = _text_or_empty(record.get("text"))
-        if with_title and isinstance(record.get("title"), str) and text:
-            text = join_title(record["title"], text)
-        rows.append({"line": line, id_column: _id_or_empty(record.get("_id")), "text": text})
-    return pd.DataFrame(rows, columns=["line", id_column, "text"])
+    for line, record in records:
+        broken = {rule for rule, _ in record_problems(record, kind, limits, names)}
+        row = {"line": line, id_column: _printable(record_id(record)), "text": _printable(record_text(record, kind))}
+        row.update({rule: rule in broken for rule in RECORD_RULES})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["line", id_column, "text", *RECORD_RULES])
 
 
-def qrels_frame(path: Path, doc_ids: set[str], query_ids: set[str]) -> pd.DataFrame:
-    """``line, query_id, doc_id, score, score_is_int, query_exists, doc_exists`` of a qrels TSV."""
+def judgements_frame(judgements, corpus: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFrame:
+    """``line, query_id, doc_id, score`` and one column per judgement rule of a qrels file."""
+    doc_text = dict(zip(corpus["doc_id"], corpus["text"]))
+    query_text = dict(zip(queries["query_id"], queries["text"]))
     rows = []
-    for line, text in read_lines(path):
-        cols = [c.strip() for c in text.split("\t")]
-        if len(cols) != 3:
-            raise DataError(path, line, "qrels_columns", f"expected 3 tab-separated columns, got {len(cols)}")
-        if not rows and cols == ["query-id", "corpus-id", "score"]:
-            continue
-        qid, doc_id, score = cols
-        try:
-            value, is_int = int(score), True
-        except ValueError:
-            value, is_int = None, False
-        rows.append({"line": line, "query_id": qid, "doc_id": doc_id, "score": value, "score_is_int": is_int})
-    frame = pd.DataFrame(rows, columns=["line", "query_id", "doc_id", "score", "score_is_int"])
+    for line, qid, doc_id, raw in judgements:
+        qid, doc_id = _printable(qid), _printable(doc_id)
+        score, problem = parse_score(raw)
+        broken = {problem[0]} if problem else set()
+        if qid not in query_text:
+            broken.add("qrels_unknown_query")
+        if doc_id not in doc_text:
+            broken.add("qrels_unknown_doc")
+        elif score is not None and score > 0 and qid in query_text and same_text(query_text[qid], doc_text[doc_id]):
+            broken.add("query_is_document")
+        row = {"line": line, "query_id": qid, "doc_id": doc_id, "score": score}
+        row.update({rule: rule in broken for rule in JUDGEMENT_RULES})
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=["line", "query_id", "doc_id", "score", *JUDGEMENT_RULES])
     frame["score"] = pd.to_numeric(frame["score"], errors="coerce")
-    frame["query_exists"] = frame["query_id"].isin(query_ids)
-    frame["doc_exists"] = frame["doc_id"].isin(doc_ids)
     return frame
 
 
-def beir_frames(folder: str | Path, split: str) -> dict[str, pd.DataFrame]:
-    """``{"corpus", "queries", "qrels"}`` tables of one split of a BEIR folder."""
-    folder = Path(folder)
-    corpus = texts_frame(folder / "corpus.jsonl", "doc_id", with_title=True)
-    queries = texts_frame(folder / "queries.jsonl", "query_id", with_title=False)
-    qrels = qrels_frame(folder / "qrels" / f"{split}.tsv", set(corpus["doc_id"]), set(queries["query_id"]))
+def split_frames(raw: RawSplit, limits: Limits | None = None) -> dict[str, pd.DataFrame]:
+    """``{"corpus", "queries", "qrels"}`` tables of one split, every rule computed per row."""
+    limits = limits or Limits()
+    corpus = records_frame(raw.corpus(), "corpus", "doc_id", limits, raw.field_names.get("corpus"))
+    queries = records_frame(raw.queries(), "queries", "query_id", limits, raw.field_names.get("queries"))
+    qrels = judgements_frame(raw.judgements(), corpus, queries)
+    judged = set(qrels["query_id"])
+    elsewhere = set().union(*raw.other_splits().values())
+    other_texts = {text_key(t) for q, t in zip(queries["query_id"], queries["text"]) if q in elsewhere and t}
+    queries["shared_query"] = [q in judged and (q in elsewhere or (bool(t) and text_key(t) in other_texts))
+                               for q, t in zip(queries["query_id"], queries["text"])]
     return {"corpus": corpus, "queries": queries, "qrels": qrels}
+
+
+def beir_frames(folder: str | Path, split: str, limits: Limits | None = None) -> dict[str, pd.DataFrame]:
+    """``{"corpus", "queries", "qrels"}`` tables of one split of a BEIR folder."""
+    return split_frames(beir_split(folder, split), limits)
 
 
 def train_frame(train: pd.DataFrame, corpus: pd.DataFrame, eval_queries: dict[str, pd.DataFrame]) -> pd.DataFrame:

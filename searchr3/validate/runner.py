@@ -2,7 +2,9 @@
 
 Every run writes Data Docs HTML (``<report_dir>/data_docs/index.html``, replaced atomically) and
 ``<report_dir>/summary.json``; when a rule is broken it raises :class:`ValidationFailed`, whose
-message names the dataset, the expectation, the rule and a few offending rows.
+message names the dataset, the expectation, the rule and a few offending rows. Rules of severity
+``warning`` (``shared_query``) are listed in ``summary["warnings"]`` and do not fail the run.
+``report_dir`` may be relative (to the working directory).
 """
 from __future__ import annotations
 
@@ -14,23 +16,50 @@ from pathlib import Path
 
 import pandas as pd
 
+from searchr3.data.beir import beir_split
 from searchr3.data.build import eval_set_dirs, load_train, load_train_corpus
-from searchr3.data.errors import DataError
+from searchr3.data.errors import ArtifactError
+from searchr3.data.io import require_path
+from searchr3.data.rules import Limits
+from searchr3.data.types import RawSplit
+from searchr3.errors import EXIT_DATA, ConfigError, SearchR3Error
 from searchr3.files import atomic_directory, write_json_atomic
 from searchr3.validate.config import ValidateConfig
-from searchr3.validate.frames import balance_frame, beir_frames, train_frame
+from searchr3.validate.frames import balance_frame, split_frames, train_frame
 from searchr3.validate.suites import Check, balance_check, corpus_check, qrels_check, queries_check, train_check
 
 log = logging.getLogger(__name__)
 DOCS_SITE = "searchr3"
 
 
-class ValidationFailed(Exception):
-    """Some expectation failed; ``summary`` is what summary.json holds."""
+class ValidationFailed(SearchR3Error):
+    """Some expectation failed; ``summary`` is what summary.json holds. Exit code 3 (bad data).
+
+    ``str(err)`` is the full report (one line per broken rule, with example rows); :meth:`brief`
+    is the one line the CLI prints as the error.
+    """
+
+    exit_code = EXIT_DATA
+    hint = "fix the rows the report lists; the rules are in docs/errors.md"
 
     def __init__(self, message: str, summary: dict):
         super().__init__(message)
         self.summary = summary
+        self.report = message
+
+    def brief(self) -> str:
+        broken = [(t["dataset"], f) for t in self.summary.get("tables", []) for f in t.get("failed", [])]
+        parts = []
+        for dataset, fail in broken[:4]:
+            example = (fail.get("examples") or [None])[0]
+            line = example.get("line") if isinstance(example, dict) else None
+            count = fail.get("unexpected_count")
+            parts.append(f"{dataset} {fail['rule']}" + (f" ({count} rows" if count is not None else " (")
+                         + (f", first at line {line})" if line is not None else ")"))
+        more = f" and {len(broken) - 4} more" if len(broken) > 4 else ""
+        where = Path(self.summary.get("data_docs", "")).parent.parent / "summary.json"
+        return f"validation of {self.summary.get('target')} failed: {len(broken)} rule(s) broken: " \
+               f"{'; '.join(parts)}{more}; report: {where}"
 
 
 def _context(docs_dir: Path):
@@ -67,6 +96,7 @@ def _describe(check: Check, result, examples: int) -> dict:
     rows = res.get("partial_unexpected_index_list") or res.get("partial_unexpected_list") or []
     entry = {
         "rule": (config.meta or {}).get("rule", config.type),
+        "severity": (config.meta or {}).get("severity", "error"),
         "expectation": config.type,
         "column": config.kwargs.get("column") or config.kwargs.get("column_list"),
         "success": bool(result.success),
@@ -89,7 +119,7 @@ def run_checks(checks: list[Check], config: ValidateConfig, target: str, report_
     start = time.perf_counter()
     tables = []
     with atomic_directory(report_dir / "data_docs") as docs_dir:
-        context = _context(docs_dir)
+        context = _context(Path(docs_dir).resolve())  # GX wants an absolute base_directory
         source = context.data_sources.add_pandas("searchr3")
         for check in checks:
             batch = source.add_dataframe_asset(name=check.name).add_batch_definition_whole_dataframe("all")
@@ -101,11 +131,15 @@ def run_checks(checks: list[Check], config: ValidateConfig, target: str, report_
                 "result_format": "SUMMARY", "unexpected_index_column_names": index,
                 "partial_unexpected_count": config.examples})
             results = [_describe(check, r, config.examples) for r in outcome.results]
-            tables.append({"dataset": check.name, "rows": len(check.frame), "success": bool(outcome.success),
-                           "expectations": len(results), "failed": [r for r in results if not r["success"]]})
-            log.info("validated %s: %s", check.name, "ok" if outcome.success else "FAILED")
+            failed = [r for r in results if not r["success"] and r["severity"] != "warning"]
+            warned = [r for r in results if not r["success"] and r["severity"] == "warning"]
+            tables.append({"dataset": check.name, "rows": len(check.frame), "success": not failed,
+                           "expectations": len(results), "failed": failed, "warnings": warned})
+            log.info("validated %s: %s", check.name, "ok" if not failed else "FAILED")
         context.build_data_docs(site_names=[DOCS_SITE])  # not GX's default temporary site
     summary = {"target": target, "success": all(t["success"] for t in tables),
+               "warnings": [f"{t['dataset']}: {w['rule']} ({w['unexpected_count']} rows)"
+                            for t in tables for w in t["warnings"]],
                "wall_seconds": round(time.perf_counter() - start, 3),
                "data_docs": str(report_dir / "data_docs" / "index.html"), "tables": tables}
     write_json_atomic(report_dir / "summary.json", summary)
@@ -131,35 +165,84 @@ def failure_message(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def beir_checks(folder: str | Path, split: str, config: ValidateConfig, name: str | None = None) -> list[Check]:
-    folder = Path(folder)
-    name = name or f"{folder.name}-{split}"
-    frames = beir_frames(folder, split)
-    return [corpus_check(name, frames["corpus"], config), queries_check(name, frames["queries"], config),
+FORMATS = ("auto", "beir", "hf", "nq_open")
+
+
+def _guess_format(p: Path) -> str:
+    """beir: a folder with qrels/*.tsv (or corpus.jsonl and no dataset card); hf: a save_to_disk folder or a
+    dataset repo (README.md); nq_open: a .jsonl[.gz] file; anything else is refused as the path it is."""
+    if p.is_dir():
+        from searchr3.data.hf import is_saved_folder
+
+        if is_saved_folder(p) or ((p / "README.md").is_file() and not any((p / "qrels").glob("*.tsv"))):
+            return "hf"
+        return "beir"
+    if p.name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
+        return "nq_open"
+    if not p.exists() and not p.is_symlink() and str(p).count("/") == 1 and not str(p).startswith((".", "~")):
+        return "hf"  # a hub id such as mteb/scifact (read from the datasets cache when offline)
+    require_path(p, folder=True)  # says what the path is instead (missing, a file, a symlink loop ...)
+    return "beir"
+
+
+def dataset_split(path: str | Path, split: str = "test", fmt: str = "auto") -> RawSplit:
+    """One split of an input dataset in any supported format (``auto``: guessed from the path).
+
+    beir: a folder with ``corpus.jsonl``; hf: a ``save_to_disk`` folder or a dataset repo (a local
+    folder, or a hub id in the cache); nq_open: an oracle ``.jsonl[.gz]`` file (``split``: train,
+    test or all).
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {list(FORMATS)}, not {fmt!r}")
+    p = Path(path)
+    if fmt == "auto":
+        fmt = _guess_format(p)
+    if fmt == "beir":
+        return beir_split(p, split)
+    if fmt == "nq_open":
+        from searchr3.data.nq import nq_split
+
+        return nq_split(p, None if split == "all" else split, name=p.name.split(".")[0])
+    from searchr3.data.hf import hf_split
+
+    return hf_split(str(path), split)
+
+
+def split_checks(raw: RawSplit, config: ValidateConfig, name: str | None = None) -> list[Check]:
+    """Corpus, queries and qrels checks of one split (any format), under the shared rules."""
+    name = name or f"{raw.name}-{raw.split}"
+    frames = split_frames(raw, Limits.of(config))
+    return [corpus_check(name, frames["corpus"]), queries_check(name, frames["queries"]),
             qrels_check(name, frames["qrels"])]
 
 
+def beir_checks(folder: str | Path, split: str, config: ValidateConfig, name: str | None = None) -> list[Check]:
+    return split_checks(beir_split(folder, split), config, name or f"{Path(folder).name}-{split}")
+
+
 def validate_dataset(folder: str | Path, split: str = "test", config: ValidateConfig | None = None,
-                     report_dir: str | Path | None = None) -> dict:
-    """Validate one split of a BEIR folder (``searchr3 validate --dataset DIR --split S``)."""
+                     report_dir: str | Path | None = None, fmt: str = "auto") -> dict:
+    """Validate one split of an input dataset (``searchr3 validate --dataset PATH --split S``)."""
     config = config or ValidateConfig()
-    return run_checks(beir_checks(folder, split, config), config, f"{folder} [{split}]", report_dir)
+    raw = dataset_split(folder, split, fmt)
+    return run_checks(split_checks(raw, config, f"{raw.name}-{raw.split}"), config, f"{folder} [{split}]",
+                      report_dir)
 
 
 def data_checks(data_dir: str | Path, config: ValidateConfig) -> list[Check]:
     """Checks for a data-stage output: every eval set, the training rows and their source balance."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise DataError(data_dir, None, "missing_file", "data folder not found")
+        raise ArtifactError(data_dir, None, "missing_file", "data folder not found (run `searchr3 data build`)")
     checks: list[Check] = []
     eval_queries: dict[str, list[pd.DataFrame]] = {}
     for folder in eval_set_dirs(data_dir):
         qrels = sorted((folder / "qrels").glob("*.tsv"))
         if len(qrels) != 1:
-            raise DataError(folder / "qrels", None, "missing_file", "expected exactly one qrels/<split>.tsv")
-        frames = beir_frames(folder, qrels[0].stem)
-        checks += [corpus_check(folder.name, frames["corpus"], config),
-                   queries_check(folder.name, frames["queries"], config), qrels_check(folder.name, frames["qrels"])]
+            raise ArtifactError(folder / "qrels", None, "missing_file", "expected exactly one qrels/<split>.tsv")
+        frames = split_frames(beir_split(folder, qrels[0].stem), Limits.of(config))
+        checks += [corpus_check(folder.name, frames["corpus"]), queries_check(folder.name, frames["queries"]),
+                   qrels_check(folder.name, frames["qrels"])]
         label = folder.name.rsplit("-", 1)[0]
         judged = frames["queries"][frames["queries"]["query_id"].isin(set(frames["qrels"]["query_id"]))]
         eval_queries.setdefault(label, []).append(judged)

@@ -1,7 +1,10 @@
 """The expectation suites: one function per kind of table, each expectation tagged with its rule.
 
-``meta["rule"]`` is the stable name a failure report uses (``unique_ids``, ``doc_exists`` ...);
-``Check.index_columns`` are the columns that identify an offending row in reports.
+``meta["rule"]`` is the stable name a failure report uses; for corpus, queries and qrels tables the
+expectations are generated from the rule lists of :mod:`searchr3.data.rules` (the loaders' rules),
+so the validator and the loaders cannot drift apart. ``meta["severity"]`` is ``warning`` for rules
+that are reported without failing the run (``shared_query``). ``Check.index_columns`` are the
+columns that identify an offending row in reports.
 """
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from searchr3.data.rules import JUDGEMENT_RULES, RECORD_RULES, RULES
 from searchr3.validate.config import ValidateConfig
 
 NON_BLANK = r"\S"
@@ -28,53 +32,49 @@ def _gxe():
     return gxe
 
 
-def _tag(expectation, rule: str, description: str):
-    expectation.meta = {"rule": rule}
-    expectation.description = description
+def _tag(expectation, rule: str, description: str | None = None):
+    expectation.meta = {"rule": rule, "severity": RULES[rule].severity if rule in RULES else "error"}
+    expectation.description = description or RULES[rule].description
     return expectation
 
 
-def _is(column: str, value: bool, rule: str, description: str):
+def _is(column: str, value: bool, rule: str, description: str | None = None):
     return _tag(_gxe().ExpectColumnValuesToBeInSet(column=column, value_set=[value]), rule, description)
 
 
-def text_table_expectations(id_column: str, max_chars: int, config: ValidateConfig) -> list:
-    """Corpus or queries: non-empty table, ids present and unique, text non-blank and bounded."""
+def _rule_columns(rules) -> list:
+    """One expectation per rule: its boolean column (computed by the shared rule functions) is all False."""
+    return [_is(rule, False, rule) for rule in rules]
+
+
+def text_table_expectations(id_column: str) -> list:
+    """Corpus or queries: rows present, every record rule kept, ids unique."""
     gxe = _gxe()
     return [
-        _tag(gxe.ExpectTableRowCountToBeBetween(min_value=1), "not_empty", "the table has rows"),
-        _tag(gxe.ExpectColumnValuesToMatchRegex(column=id_column, regex=NON_BLANK), "ids_present",
-             f"every row has a non-blank {id_column}"),
-        _tag(gxe.ExpectColumnValuesToBeUnique(column=id_column), "unique_ids", f"{id_column} values are unique"),
-        _tag(gxe.ExpectColumnValuesToMatchRegex(column="text", regex=NON_BLANK), "non_empty_text",
-             "every text has a non-blank character"),
-        _tag(gxe.ExpectColumnValueLengthsToBeBetween(column="text", min_value=config.min_text_chars,
-                                                     max_value=max_chars),
-             "text_length", f"text length within [{config.min_text_chars}, {max_chars}] characters"),
+        _tag(gxe.ExpectTableRowCountToBeBetween(min_value=1), "empty_file"),
+        *_rule_columns(RECORD_RULES),
+        _tag(gxe.ExpectColumnValuesToBeUnique(column=id_column), "duplicate_id"),
     ]
 
 
-def corpus_check(name: str, frame: pd.DataFrame, config: ValidateConfig) -> Check:
-    return Check(f"{name}.corpus", frame, text_table_expectations("doc_id", config.max_doc_chars, config),
-                 ["line", "doc_id"])
+def corpus_check(name: str, frame: pd.DataFrame) -> Check:
+    return Check(f"{name}.corpus", frame, text_table_expectations("doc_id"), ["line", "doc_id"])
 
 
-def queries_check(name: str, frame: pd.DataFrame, config: ValidateConfig) -> Check:
-    return Check(f"{name}.queries", frame, text_table_expectations("query_id", config.max_query_chars, config),
-                 ["line", "query_id"])
+def queries_check(name: str, frame: pd.DataFrame) -> Check:
+    expectations = text_table_expectations("query_id")
+    if "shared_query" in frame.columns:
+        expectations.append(_is("shared_query", False, "shared_query"))
+    return Check(f"{name}.queries", frame, expectations, ["line", "query_id"])
 
 
 def qrels_check(name: str, frame: pd.DataFrame) -> Check:
     gxe = _gxe()
     return Check(f"{name}.qrels", frame, [
-        _tag(gxe.ExpectTableRowCountToBeBetween(min_value=1), "not_empty", "the split has judgements"),
-        _is("score_is_int", True, "integer_score", "every score is an integer"),
-        _is("query_exists", True, "query_exists", "every judged query is in queries.jsonl"),
-        _is("doc_exists", True, "doc_exists", "every judged document (positives included) is in the corpus"),
-        _tag(gxe.ExpectCompoundColumnsToBeUnique(column_list=["query_id", "doc_id"]), "unique_judgement",
-             "no (query, document) pair is judged twice"),
-        _tag(gxe.ExpectColumnMaxToBeBetween(column="score", min_value=1), "has_relevant",
-             "the split judges at least one document relevant"),
+        _tag(gxe.ExpectTableRowCountToBeBetween(min_value=1), "no_relevant", "the split has judgements"),
+        *_rule_columns(JUDGEMENT_RULES),
+        _tag(gxe.ExpectCompoundColumnsToBeUnique(column_list=["query_id", "doc_id"]), "duplicate_judgement"),
+        _tag(gxe.ExpectColumnMaxToBeBetween(column="score", min_value=1), "no_relevant"),
     ], ["line", "query_id", "doc_id"])
 
 
