@@ -191,6 +191,30 @@ def test_hf_rows_follow_the_same_rules(tmp_path):
     assert info.value.rule == "unreadable_dataset"
 
 
+def test_validate_reads_every_input_format(tmp_path):
+    """`validate --dataset` guesses BEIR, HF (save_to_disk) and NQ-open from the path and checks the same rules."""
+    import gzip
+
+    import datasets
+
+    nq = tmp_path / "nq.jsonl.gz"
+    with gzip.open(nq, "wt", encoding="utf-8") as handle:
+        for i in range(6):
+            handle.write(json.dumps({"question": f"question {i}", "ctxs": [{"title": "T", "text": f"passage {i}"}]})
+                         + "\n")
+    assert validate_dataset(nq, "all", report_dir=tmp_path / "r1")["tables"][0]["dataset"] == "nq-all.corpus"
+    saved = tmp_path / "saved"
+    datasets.Dataset.from_list(CORPUS).save_to_disk(str(saved / "corpus"))
+    datasets.Dataset.from_list(QUERIES).save_to_disk(str(saved / "queries"))
+    rows = [{"query-id": "q1", "corpus-id": "d1", "score": 1}, {"query-id": "q2", "corpus-id": "d2", "score": -3}]
+    datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)}).save_to_disk(str(saved / "qrels"))
+    with pytest.raises(ValidationFailed) as info:
+        validate_dataset(saved, "test", report_dir=tmp_path / "r2")
+    assert "saved-test.qrels negative_score (1 rows, first at line 2)" in info.value.brief()
+    with pytest.raises(DataError, match="is a file, expected a folder"):
+        validate_dataset(tmp_path / "r2" / "summary.json", "test", report_dir=tmp_path / "r3")
+
+
 def test_every_record_rule_is_documented():
     text = (Path(__file__).parents[1] / "docs" / "errors.md").read_text()
     assert all(f"`{name}`" in text for name in RULES)

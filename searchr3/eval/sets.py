@@ -8,6 +8,7 @@ from pathlib import Path
 
 from searchr3.data.bm25 import Bm25Config
 from searchr3.data.build import eval_set_dirs, load_eval_set
+from searchr3.data.errors import ArtifactError
 from searchr3.eval.config import EvaluateConfig
 from searchr3.eval.evaluate import evaluate_detailed
 from searchr3.paths import PATHS
@@ -21,7 +22,7 @@ def gate_dir(config: EvaluateConfig, data_dir: str | Path = PATHS["data"]) -> Pa
     dirs = eval_set_dirs(data_dir)
     chosen = [d for d in dirs if d.name == name] if name else [d for d in dirs if d.name.endswith("-test")] or dirs
     if not chosen:
-        raise FileNotFoundError(f"no evaluation set {name or ''} under {data_dir}/eval (run the data stage)")
+        raise ArtifactError(f"{data_dir}/eval", None, "missing_file", f"no evaluation set {name or ''} (run the data stage)")
     return chosen[0]
 
 
@@ -64,5 +65,5 @@ def evaluate_sets(data_dir: str | Path, config: EvaluateConfig, models: dict[str
                 out.rows.append({**ev.result, "system": name})
                 out.examples += [(folder.name, name, t) for t in ev.example_traces[:2]]
     if not out.results:
-        raise ValueError(f"{data_dir}: no evaluation sets found (run the data stage)")
+        raise ArtifactError(f"{data_dir}/eval", None, "missing_file", "no evaluation sets found (run the data stage)")
     return out

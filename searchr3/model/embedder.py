@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from searchr3.errors import ArtifactError, ConfigError
 from searchr3.model.config import EMBED_TOKEN, ModelConfig, Templates
 from searchr3.model.materialize import MANIFEST, weights_sha256
 
@@ -52,7 +53,7 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision == "bf16":
         return torch.bfloat16
     if precision != "auto":
-        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+        raise ConfigError(f"precision must be auto, fp32 or bf16, not {precision!r}")
     if device.type == "cuda" or cpu_supports_bf16():
         return torch.bfloat16
     return torch.float32
@@ -60,7 +61,7 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 def split_template(template: str) -> tuple[str, str]:
     if template.count("{text}") != 1:
-        raise ValueError(f"template must contain {{text}} exactly once: {template!r}")
+        raise ConfigError(f"template must contain {{text}} exactly once: {template!r}")
     prefix, suffix = template.split("{text}")
     return prefix, suffix
 
@@ -108,7 +109,8 @@ class Embedder:
         self.path = Path(path) if path else None
         self.embed_token_id = tokenizer.convert_tokens_to_ids(EMBED_TOKEN)
         if self.embed_token_id is None or self.embed_token_id == tokenizer.unk_token_id:
-            raise ValueError(f"{path or 'model'}: tokenizer has no {EMBED_TOKEN}; run `searchr3 model materialize` first")
+            raise ArtifactError(path or "model", None, "no_embed_token",
+                                f"tokenizer has no {EMBED_TOKEN}; run `searchr3 model materialize` first")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_ids = {i for i in [tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)] if isinstance(i, int)}
         self.device = next(model.parameters()).device
@@ -118,7 +120,7 @@ class Embedder:
         self._reason = self._encode_template(t.reasoning, must_have_token=False)
         self._fallback = self._ids(t.fallback_suffix)
         if self.embed_token_id not in self._fallback:
-            raise ValueError(f"templates.fallback_suffix must contain {EMBED_TOKEN}")
+            raise ConfigError(f"templates.fallback_suffix must contain {EMBED_TOKEN}")
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -162,7 +164,7 @@ class Embedder:
         prefix, suffix = split_template(template)
         prefix_ids, suffix_ids = self._ids(prefix), self._ids(suffix)
         if must_have_token and (not suffix_ids or suffix_ids[-1] != self.embed_token_id):
-            raise ValueError(f"template must end with {EMBED_TOKEN}: {template!r}")
+            raise ConfigError(f"template must end with {EMBED_TOKEN}: {template!r}")
         return prefix_ids, suffix_ids
 
     def _fill(self, template: tuple[list[int], list[int]], text: str, max_tokens: int) -> list[int]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from searchr3.data.errors import DataError
+from searchr3.errors import ConfigError
 from searchr3.data.io import read_jsonl
 from searchr3.files import write_json_atomic, write_text_atomic
 from searchr3.paths import summary_beside
@@ -76,7 +77,7 @@ def collect_traces(config, model_config, base_dir: str | Path, data_dir: str | P
         return read_traces(config.traces_file)
     if config.traces == "none":
         return []
-    raise ValueError(f"sft.traces must be self, file or none, not {config.traces!r}")
+    raise ConfigError(f"[sft.traces]: must be self, file or none, not {config.traces!r}")
 
 
 def trace_summary(records: list[dict], source: str, wall_s: float) -> dict:

@@ -177,7 +177,7 @@ def _guess_format(p: Path) -> str:
         if is_saved_folder(p) or ((p / "README.md").is_file() and not any((p / "qrels").glob("*.tsv"))):
             return "hf"
         return "beir"
-    if p.name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
+    if p.name.endswith((".jsonl", ".jsonl.gz")):
         return "nq_open"
     if not p.exists() and not p.is_symlink() and str(p).count("/") == 1 and not str(p).startswith((".", "~")):
         return "hf"  # a hub id such as mteb/scifact (read from the datasets cache when offline)
