@@ -166,6 +166,13 @@ def test_nq_open_rules(tmp_path):
         with pytest.raises(DataError) as info:
             load_nq_open(path)
         assert (info.value.rule, info.value.line) == (rule, 2) and detail in str(info.value)
+    blank = tmp_path / "blank.jsonl.gz"  # a blank question has no split: it is reported whichever split is read
+    with gzip.open(blank, "wt", encoding="utf-8") as handle:
+        handle.write(json.dumps(good) + "\n" + json.dumps({**good, "question": "  "}) + "\n")
+    for split in ("train", "test"):
+        with pytest.raises(DataError) as info:
+            load_nq_open(blank, split)
+        assert (info.value.rule, info.value.line) == ("empty_field", 2)
     truncated = tmp_path / "cut.jsonl.gz"
     truncated.write_bytes((tmp_path / "nul.jsonl.gz").read_bytes()[:-12])
     with pytest.raises(DataError) as info:

@@ -40,7 +40,8 @@ def _gold(record: dict, path: Path, line: int) -> dict:
 
 def nq_split(path: str | Path, split: str | None = None, *, test_fraction: float = 0.2, seed: int = 0,
              limit: int | None = None, name: str = "nq_open") -> RawSplit:
-    """The file as a :class:`RawSplit`: gold passages (deduplicated), the split's questions, one judgement each."""
+    """The file as a :class:`RawSplit`: gold passages (deduplicated), every question (so that the rules see
+    each line whichever split is read), and one judgement per question of ``split``."""
     if split not in SPLITS:
         raise ConfigError(f"nq_open split must be one of {SPLITS}, not {split!r}")
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, int | float) or not 0.0 < test_fraction < 1.0:
@@ -67,19 +68,19 @@ def nq_split(path: str | Path, split: str | None = None, *, test_fraction: float
             seen_docs.add(doc_id)
             corpus.append((line, {"_id": doc_id, **passage}))
         question = record.get("question")
-        if isinstance(question, str):
+        in_split = True
+        if isinstance(question, str) and question.strip():
             question = " ".join(question.split())
             in_test = stable_fraction(question.lower(), seed) < test_fraction
-            if split is not None and in_test != (split == "test"):
-                continue
+            in_split = split is None or in_test == (split == "test")
             qid = query_of_text.get(question)
             if qid is None:
                 qid = query_of_text[question] = f"nq-q{line}"
                 queries.append((line, {"_id": qid, "text": question}))
-        else:  # not a question: kept in every split, so that the rules report it
+        else:  # not a question: no split can be computed; the rules report it whichever split is read
             qid = f"nq-q{line}"
             queries.append((line, {"_id": qid, "text": question}))
-        if (qid, doc_id) not in seen_pairs:
+        if in_split and (qid, doc_id) not in seen_pairs:
             seen_pairs.add((qid, doc_id))
             judgements.append((line, qid, doc_id, 1))
     where = str(path)
