@@ -12,7 +12,7 @@ from searchr3.data.beir import load_beir, save_beir
 from searchr3.data.build import build_data, eval_set_dirs, load_eval_set, load_train, load_train_corpus, share_counts
 from searchr3.data.config import DataConfig
 from searchr3.data.errors import DataError
-from searchr3.data.hf import load_hf
+from searchr3.data.hf import dataset_card, load_hf
 from searchr3.data.nq import load_nq_open
 
 SHARED = Path(__file__).parents[2] / "shared" / "data"
@@ -165,27 +165,9 @@ def test_load_nq_open_missing_ctxs(tmp_path):
 
 # ---------------------------------------------------------------- HF datasets
 
-MTEB_README = """---
-configs:
-- config_name: corpus
-  data_files:
-  - split: corpus
-    path: corpus.jsonl
-- config_name: queries
-  data_files:
-  - split: queries
-    path: queries.jsonl
-- config_name: default
-  data_files:
-  - split: test
-    path: qrels/test.jsonl
----
-"""
-
-
 def write_mteb_repo(folder: Path, qrels_rows: list[dict]) -> Path:
     (folder / "qrels").mkdir(parents=True)
-    (folder / "README.md").write_text(MTEB_README)
+    (folder / "README.md").write_text(dataset_card(["test"]))
     (folder / "corpus.jsonl").write_bytes(jsonl(CORPUS))
     (folder / "queries.jsonl").write_bytes(jsonl(QUERIES))
     (folder / "qrels" / "test.jsonl").write_bytes(jsonl(qrels_rows))

@@ -40,6 +40,15 @@ QRELS_COLUMNS = {"query": ("query-id", "query_id", "qid"), "doc": ("corpus-id", 
                  "score": ("score", "relevance", "label")}
 
 
+def dataset_card(qrels_splits: list[str]) -> str:
+    """The ``README.md`` header that makes a local folder a dataset repo in the mteb layout above
+    (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.jsonl``), readable by ``load_hf``."""
+    splits = "".join(f"  - split: {s}\n    path: qrels/{s}.jsonl\n" for s in qrels_splits)
+    return ("---\nconfigs:\n- config_name: corpus\n  data_files:\n  - split: corpus\n    path: corpus.jsonl\n"
+            "- config_name: queries\n  data_files:\n  - split: queries\n    path: queries.jsonl\n"
+            f"- config_name: default\n  data_files:\n{splits}---\n")
+
+
 def _pick(columns: list[str], candidates: tuple[str, ...], where: str, role: str) -> str:
     for name in candidates:
         if name in columns:
