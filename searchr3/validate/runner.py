@@ -202,6 +202,8 @@ def dataset_split(path: str | Path, split: str = "test", fmt: str = "auto") -> R
     if fmt == "nq_open":
         from searchr3.data.nq import nq_split
 
+        if split not in ("train", "test", "all"):
+            raise ConfigError(f"--split {split!r}: an NQ-open file has the splits train, test and all")
         return nq_split(p, None if split == "all" else split, name=p.name.split(".")[0])
     from searchr3.data.hf import hf_split
 
