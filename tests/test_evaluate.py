@@ -318,10 +318,14 @@ def test_command_refuses_reasoning_for_baselines(tmp_path, capsys):
 def test_command_reports_missing_dataset(tmp_path, capsys):
     from searchr3.cli import main
 
+    code = main(["evaluate", "--model", "bm25", "--dataset", str(tmp_path / "nowhere")])
+    assert code == 3  # bad input data (docs/errors.md)
+    assert f"{tmp_path / 'nowhere'}: missing_file: folder not found" in capsys.readouterr().err
     code = main(["--params", str(tmp_path / "absent.yaml"), "evaluate", "--model", "bm25",
                  "--dataset", str(tmp_path / "nowhere")])
-    assert code == 2
-    assert "missing_file" in capsys.readouterr().err
+    assert code == 2  # a --params file that is not there is a usage error, not silently ignored
+    assert "absent.yaml: parameters file not found" in capsys.readouterr().err
+
 
 
 def test_the_old_eval_section_is_refused_not_ignored(tmp_path):

@@ -37,6 +37,6 @@ def test_index_build_rejects_a_bad_corpus(tmp_path, tiny_model_dir, capsys):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "corpus.jsonl").write_text('{"_id": "d1", "text": "ok"}\n{not json}\n')
-    assert main(["index", "build", "--corpus", str(corpus), "--model", str(tiny_model_dir), "--out", str(tmp_path / "i")]) == 2
+    assert main(["index", "build", "--corpus", str(corpus), "--model", str(tiny_model_dir), "--out", str(tmp_path / "i")]) == 3
     assert "corpus.jsonl:2: malformed_json" in capsys.readouterr().err
     assert not (tmp_path / "i").exists()
