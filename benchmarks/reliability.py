@@ -153,7 +153,8 @@ def classify(expect: str, rule: str | None, rc: int | None, stderr: str, seconds
     if expect == "harmless":
         if output_same is False:
             return Outcome("silent_wrong", "harmless_changed_output", rc, seconds, "exit 0, output differs from clean")
-        return Outcome("accepted", "harmless", rc, seconds, "exit 0, same output as the clean input")
+        return Outcome("accepted", "harmless", rc, seconds,
+                       "exit 0, same output as the clean input" if output_same else "exit 0")
     if output_same is False:
         return Outcome("silent_wrong", "changed", rc, seconds, "exit 0, the defect reached the output")
     return Outcome("accepted", "ignored", rc, seconds, "exit 0" + (", output unchanged" if output_same else ""))
