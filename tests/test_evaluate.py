@@ -327,7 +327,6 @@ def test_command_reports_missing_dataset(tmp_path, capsys):
     assert "absent.yaml: parameters file not found" in capsys.readouterr().err
 
 
-
 def test_the_old_eval_section_is_refused_not_ignored(tmp_path):
     from searchr3.config import ConfigError, load_params
 
