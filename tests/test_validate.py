@@ -191,11 +191,14 @@ def test_cli_exit_codes(built, tmp_path, capsys):
     from searchr3.cli import main
 
     params = tmp_path / "params.yaml"
-    params.write_text("validate:\n  report_dir: " + str(tmp_path / "reports") + "\n")
-    assert main(["--params", str(params), "validate", "--data", str(built)]) == 0
+    params.write_text("validate:\n  examples: 2\n")
+    reports = tmp_path / "reports"
+    assert main(["--params", str(params), "validate", "--data", str(built), "--report-dir", str(reports)]) == 0
+    assert json.loads((reports / "summary.json").read_text())["success"] is True
     bad = write_beir(tmp_path / "bad", qrels=QRELS + [("q1", "d404", "1")])
     capsys.readouterr()
-    assert main(["--params", str(params), "validate", "--dataset", str(bad), "--split", "test"]) == 3
+    assert main(["--params", str(params), "validate", "--dataset", str(bad), "--split", "test",
+                 "--report-dir", str(reports)]) == 3
     out, err = capsys.readouterr()
     assert "bad-test.qrels: rule qrels_unknown_doc" in out  # the report
     assert err.count("\n") == 1 and err.startswith("searchr3: error: validation of ")

@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--format", default="auto", choices=["auto", "beir", "hf", "nq_open"],
                    help="format of --dataset (default: auto, guessed from the path)")
     p.add_argument("--report-dir", default=None, help="where summary.json and data_docs/ go "
-                                                      "(default: validate.report_dir, reports/validation)")
+                                                      "(default: reports/validation)")
     p.set_defaults(func=_validate)
 
 

@@ -74,7 +74,7 @@ class MiningConfig:
 
 
 def _default_sources() -> list[dict]:
-    return [{"type": "codesearch", "eval_splits": ["dev", "test"]}]
+    return [{"type": "codesearch", "weight": 1.0, "train_split": "train", "eval_splits": ["dev", "test"]}]
 
 
 @dataclass

@@ -13,9 +13,9 @@ class EvaluateConfig:
     # what is scored (the evaluate stage)
     systems: list[str] = field(default_factory=lambda: ["bm25", "minilm", "base", "sft", "rl"])
     reasoning: list[str] = field(default_factory=lambda: ["base", "sft", "rl"])  # also scored with reasoning (+reasoning)
-    sets: list[str] | None = None  # evaluation set names (data/eval/<name>); null: all
+    sets: list[str] | None = field(default_factory=lambda: ["codesearch-test"])  # data/eval/<name> folders; null: all
     max_queries: int | None = None  # per set; null: all judged queries
-    gate_set: str | None = None  # set whose nDCG@10 the promotion gate reads; null: first *-test set, else first
+    gate_set: str | None = "codesearch-test"  # set whose nDCG@10 the promotion gate reads; null: first *-test set
     # how it is scored (the stage and `searchr3 evaluate`)
     top_k: int = 100  # documents retrieved per query (recall@100 needs at least 100)
     cache_dir: str = "cache/embeddings"  # document embeddings cached here, keyed by model checksum + corpus

@@ -15,13 +15,13 @@ class RefreshConfig:
     step, so every vector is re-encoded at least once every ``full_refresh_every`` steps.
     """
 
-    budget_per_step: int = 256  # most documents re-encoded per step by the priority tiers (not counting the rotating slice)
+    budget_per_step: int = 32  # most documents re-encoded per step by the priority tiers (not counting the rotating slice)
     graph_k: int = 8  # neighbours stored per document in the kNN graph
     neighbours_per_doc: int = 4  # graph neighbours of each used document to refresh (<= graph_k)
     full_refresh_every: int = 50  # T: re-encode a rotating slice of ceil(N/T) docs per step and rebuild the graph
     #                               every T steps, so no vector is more than T versions old; 0 = off
-    probe_every: int = 10  # M: measure fidelity every M steps (costs a full re-encode; measurement only); 0 = never
-    probe_size: int = 64  # probe queries used for fidelity
+    probe_every: int = 6  # M: measure fidelity every M steps (costs a full re-encode; measurement only); 0 = never
+    probe_size: int = 32  # probe queries used for fidelity
     topk_stale: int = 10  # how deep into each current query's results to look for stale vectors
 
 
@@ -30,5 +30,5 @@ class IndexConfig:
     kind: str = "flat"  # flat = exact IndexIDMap2(IndexFlatIP) | ivf = IndexIVFFlat (inner product) trained on the first build
     nlist: int = 1024  # ivf: number of clusters (needs at least nlist documents at build time)
     nprobe: int = 16  # ivf: clusters visited per query
-    encode_batch: int = 256  # texts handed to the encoder per call while building or refreshing
+    encode_batch: int = 64  # texts handed to the encoder per call while building or refreshing
     refresh: RefreshConfig = field(default_factory=RefreshConfig)

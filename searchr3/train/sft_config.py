@@ -11,7 +11,7 @@ class SFTConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.0  # 0 keeps a killed-and-resumed run bit-identical to an uninterrupted one
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    steps: int = 60  # optimizer steps
+    steps: int = 48  # optimizer steps
     batch_size: int = 8  # queries per optimizer step (split into grad_accum micro-batches)
     grad_accum: int = 1
     lr: float = 2.0e-4
@@ -21,7 +21,7 @@ class SFTConfig:
     negatives_per_query: int = 1  # mined hard negatives used per query (<= what the data stage mined)
     max_query_tokens: int = 48
     max_doc_tokens: int = 128
-    max_trace_tokens: int = 48
+    max_trace_tokens: int = 32
     doc_grad: bool = False  # back-propagate through the document side too (GPU); False: documents encoded without grad (CPU default)
     temperature: float = 0.05  # InfoNCE τ
     in_batch_negatives: bool = True
@@ -37,8 +37,8 @@ class SFTConfig:
     trace_temperature: float = 0.7
     precision: str = "auto"  # bf16 autocast: auto | bf16 | fp32
     gradient_checkpointing: bool = False
-    eval_every: int = 20  # dev nDCG@10 every N steps (and at the end); best checkpoint is exported
+    eval_every: int = 24  # dev nDCG@10 every N steps (and at the end); best checkpoint is exported
     dev_max_queries: int = 100
-    dev_max_docs: int = 400  # dev corpus cap during training (positives always kept)
+    dev_max_docs: int = 300  # dev corpus cap during training (positives always kept)
     checkpoint_every: int = 10
     seed: int = 0

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+REPORT_DIR = "reports/validation"  # summary.json and data_docs/ (HTML), unless a caller names another folder
+
 
 @dataclass
 class ValidateConfig:
@@ -13,4 +15,3 @@ class ValidateConfig:
     min_source_share: float = 0.05  # every training source holds at least this fraction of the rows
     max_source_share: float = 0.9  # ... and at most this fraction (checked when there are 2+ sources)
     examples: int = 5  # offending rows quoted per broken rule
-    report_dir: str = "reports/validation"  # summary.json and data_docs/ (HTML) go here

@@ -24,7 +24,7 @@ from searchr3.data.rules import Limits
 from searchr3.data.types import RawSplit
 from searchr3.errors import EXIT_DATA, ConfigError, SearchR3Error
 from searchr3.files import atomic_directory, write_json_atomic
-from searchr3.validate.config import ValidateConfig
+from searchr3.validate.config import REPORT_DIR, ValidateConfig
 from searchr3.validate.frames import balance_frame, split_frames, train_frame
 from searchr3.validate.suites import Check, balance_check, corpus_check, qrels_check, queries_check, train_check
 
@@ -115,7 +115,7 @@ def run_checks(checks: list[Check], config: ValidateConfig, target: str, report_
     """Validate every table, write Data Docs and summary.json; raise ValidationFailed on a broken rule."""
     import great_expectations as gx
 
-    report_dir = Path(report_dir or config.report_dir)
+    report_dir = Path(report_dir or REPORT_DIR)
     start = time.perf_counter()
     tables = []
     with atomic_directory(report_dir / "data_docs") as docs_dir:
