@@ -13,14 +13,13 @@ was and the decision is an artifact.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-import yaml
 from prefect import flow, get_run_logger
 
 from searchr3 import stages
-from searchr3.config import load_params, section
+from searchr3.config import load_params, profile_mismatch, section, written_profile
+from searchr3.errors import ConfigError
 from searchr3.eval.config import EvaluateConfig
 from searchr3.eval.sets import gate_set
 from searchr3.promote import PromoteConfig
@@ -30,13 +29,10 @@ from tasks.promote import gate, promote_release
 
 def _params(params_path: str) -> dict:
     """params.yaml as DVC sees it: with its own ``profile:``. A different SEARCHR3_PROFILE is refused."""
-    with open(params_path) as handle:
-        written = (yaml.safe_load(handle) or {}).get("profile") or "default"
-    env_profile = os.environ.get("SEARCHR3_PROFILE")
-    if env_profile and env_profile != written:
-        raise ValueError(f"SEARCHR3_PROFILE={env_profile} but {params_path} says profile: {written}; "
-                         "dvc repro only sees params.yaml, so set `profile:` there (or unset the variable)")
-    return load_params(params_path, profile=written)
+    why = profile_mismatch(params_path)
+    if why:
+        raise ConfigError(why)
+    return load_params(params_path, profile=written_profile(params_path))
 
 
 @flow(name="nightly-retrain")

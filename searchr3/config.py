@@ -110,6 +110,24 @@ def load_params(path: str | Path = DEFAULT_PARAMS, profile: str | None = None,
     return raw
 
 
+def written_profile(path: str | Path = DEFAULT_PARAMS) -> str:
+    """The ``profile:`` params.yaml itself names ("default" when it names none): the one DVC records."""
+    return (yaml.safe_load(Path(path).read_text()) or {}).get("profile") or "default"
+
+
+def profile_mismatch(path: str | Path = DEFAULT_PARAMS) -> str | None:
+    """Why SEARCHR3_PROFILE must not apply to a DVC-run stage, or None when it agrees with params.yaml.
+
+    DVC records params.yaml, not the environment: a stage run under another profile would be cached and
+    locked as if it were params.yaml's profile."""
+    env = os.environ.get("SEARCHR3_PROFILE")
+    written = written_profile(path)
+    if env and env != written:
+        return (f"SEARCHR3_PROFILE={env} but {path} says profile: {written}, and dvc records only {path}; "
+                f"unset SEARCHR3_PROFILE and run `make run PROFILE={env}` (or `dvc exp run -S profile={env}`)")
+    return None
+
+
 def section(params: dict, name: str, cls: type[T]) -> T:
     """Build dataclass ``cls`` from ``params[name]``; unknown keys and wrong types are errors naming them."""
     values = params.get(name, {}) or {}

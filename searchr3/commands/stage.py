@@ -37,8 +37,11 @@ def record_run(name: str) -> None:
 
 
 def _run(args) -> int:
-    from searchr3.config import load_params
+    from searchr3.config import load_params, profile_mismatch
+    from searchr3.errors import ConfigError
 
+    if os.environ.get("DVC_STAGE") and (why := profile_mismatch(args.params)):  # run by dvc repro / dvc exp run
+        raise ConfigError(why)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params(args.params, args.profile)
     record_run(args.name)
