@@ -1,5 +1,7 @@
 """`searchr3 index build` over a user's corpus, then `searchr3 search` against that snapshot (tiny model)."""
 import json
+import shutil
+from pathlib import Path
 
 from searchr3.cli import main
 from searchr3.index.snapshot import read_manifest
@@ -40,3 +42,22 @@ def test_index_build_rejects_a_bad_corpus(tmp_path, tiny_model_dir, capsys):
     assert main(["index", "build", "--corpus", str(corpus), "--model", str(tiny_model_dir), "--out", str(tmp_path / "i")]) == 3
     assert "corpus.jsonl:2: malformed_json" in capsys.readouterr().err
     assert not (tmp_path / "i").exists()
+
+
+def test_index_build_leaves_the_pipeline_snapshots_alone(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    """Default output indexes/custom; the DVC-tracked indexes/production (or indexes/rl) only with --force."""
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(root / "params.yaml", tmp_path / "params.yaml")
+    corpus = write_corpus(tmp_path / "corpus")
+    build = ["index", "build", "--corpus", str(corpus), "--model", str(tiny_model_dir)]
+    assert main(build) == 0
+    assert read_manifest(tmp_path / "indexes" / "custom")["count"] == 3
+    assert "--index indexes/custom" in capsys.readouterr().err
+
+    for out in ("indexes/production", "indexes/rl", "./indexes/production/"):
+        assert main([*build, "--out", out]) == 2
+        assert "is the pipeline's" in capsys.readouterr().err
+    assert not (tmp_path / "indexes" / "production").exists() and not (tmp_path / "indexes" / "rl").exists()
+    assert main([*build, "--out", "indexes/production", "--force"]) == 0
+    assert read_manifest(tmp_path / "indexes" / "production")["count"] == 3
