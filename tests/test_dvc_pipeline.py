@@ -1,19 +1,21 @@
 """dvc.yaml on a temporary copy of the repo (tiny profile): a first `dvc repro` runs every stage, an unchanged
-one runs nothing, an `rl:` change reruns rl onward only; the nightly flow reuses DVC's cache, promotes the first
-model (pushing to a local remote) and leaves production untouched when the gate rejects."""
+one runs nothing, an edited prompt template marks the stages that import it, an `rl:` change reruns rl onward only;
+the nightly flow reuses DVC's cache, promotes the first model (pushing to a local remote) and leaves production
+untouched when the gate rejects."""
 from __future__ import annotations
 
 import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from searchr3 import stages
-from tasks.dvc import DvcFailed, dvc_executable, run_dvc
+from tasks.dvc import dvc_executable, run_dvc
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,11 +44,12 @@ def edit_params(repo: Path, change) -> None:
 def dvc_repo(tmp_path_factory):
     """A git + DVC repo holding dvc.yaml, params.yaml (profile: tiny) and the sources the stages depend on,
     after a first `dvc repro`. Returns (repo, output of that repro)."""
-    pytest.importorskip("searchr3.train.grpo", reason="the RL trainer (searchr3/train/grpo.py) is not written yet")
     repo = tmp_path_factory.mktemp("dvc-repo")
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(ROOT / name, repo / name)
-    shutil.copytree(ROOT / "searchr3", repo / "searchr3", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("bin", "searchr3"):
+        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / ".venv").symlink_to(sys.prefix, target_is_directory=True)  # as in a clone: bin/searchr3 finds .venv
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     subprocess.run([dvc_executable(), "init", "-q"], cwd=repo, check=True)
     shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")
@@ -84,6 +87,26 @@ def test_unchanged_repro_runs_nothing(dvc_repo):
 
 
 @pytest.mark.timeout(900)
+def test_an_edited_prompt_template_marks_the_stages_that_import_it(dvc_repo):
+    repo, _ = dvc_repo
+    templates = repo / "searchr3" / "model" / "config.py"
+    source = templates.read_text()
+    line = "Please represent the passage for retrieval."
+    assert line in source
+    expected = {name for name, stage in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].items()
+                if any(d == "searchr3/model/config.py" or "searchr3/model/config.py".startswith(d + "/")
+                       for d in stage["deps"])}
+    assert {"traces", "sft", "rl", "index", "evaluate"} <= expected
+    templates.write_text(source.replace(line, "Represent the passage."))
+    try:
+        status = json.loads(run_dvc(["status", "--json"], cwd=repo))
+        assert set(status) == expected
+    finally:
+        templates.write_text(source)
+    assert "Data and pipelines are up to date" in run_dvc(["status"], cwd=repo)
+
+
+@pytest.mark.timeout(900)
 def test_rl_param_change_reruns_rl_onward_only(dvc_repo):
     repo, _ = dvc_repo
     edit_params(repo, lambda raw: raw["rl"].update(lr=5.0e-5))
@@ -100,9 +123,7 @@ def test_rl_param_change_reruns_rl_onward_only(dvc_repo):
 
 
 @pytest.mark.timeout(900)
-def test_nightly_reuses_the_cache_promotes_then_rejects(dvc_repo, monkeypatch):
-    from prefect.testing.utilities import prefect_test_harness
-
+def test_nightly_reuses_the_cache_promotes_then_rejects(prefect_server, dvc_repo, monkeypatch):
     from flows.nightly import nightly_retrain
     from searchr3.promote import write_record
 
@@ -111,39 +132,38 @@ def test_nightly_reuses_the_cache_promotes_then_rejects(dvc_repo, monkeypatch):
     monkeypatch.chdir(repo)
     monkeypatch.delenv("SEARCHR3_PROFILE", raising=False)
     record_path = repo / "production" / "record.json"
-    with prefect_test_harness(server_startup_timeout=180):
-        first = nightly_retrain()  # the default: the data stage is forced to rebuild
-        # the rebuilt data came out identical, so every later stage was reused from DVC's cache
-        assert first["stages"] == {s: "ran" if s == "data" else "skipped" for s in stages.STAGES}
-        assert first["decision"]["promote"] and first["decision"]["reason"].startswith("first promotion")
-        record = json.loads(record_path.read_text())
-        assert record == first["record"] and record["system"] == "rl" and record["dvc_remote"] == "local"
-        assert (repo / record["model"] / "config.json").exists() and (repo / record["index"]).is_dir()
-        assert list((repo / ".dvc-remote" / "files").rglob("*")), "dvc push sent nothing to the local remote"
-        assert "local" in run_dvc(["remote", "list"], cwd=repo)
+    first = nightly_retrain()  # the default: the data stage is forced to rebuild
+    # the rebuilt data came out identical, so every later stage was reused from DVC's cache
+    assert first["stages"] == {s: "ran" if s == "data" else "skipped" for s in stages.STAGES}
+    assert first["decision"]["promote"] and first["decision"]["reason"].startswith("first promotion")
+    record = json.loads(record_path.read_text())
+    assert record == first["record"] and record["system"] == "rl" and record["dvc_remote"] == "local"
+    assert (repo / record["model"] / "config.json").exists() and (repo / record["index"]).is_dir()
+    assert list((repo / ".dvc-remote" / "files").rglob("*")), "dvc push sent nothing to the local remote"
+    assert "local" in run_dvc(["remote", "list"], cwd=repo)
 
-        # Production now looks unbeatable: the gate must reject and leave the record byte for byte.
-        record["gate"]["value"] = 1.0
-        write_record(record, record_path)
-        before = record_path.read_bytes()
-        second = nightly_retrain(rebuild_data=False)
-        assert not second["decision"]["promote"] and second["decision"]["reason"].startswith("reject")
-        assert second["record"] is None
+    # Production now looks unbeatable: the gate must reject and leave the record byte for byte.
+    record["gate"]["value"] = 1.0
+    write_record(record, record_path)
+    before = record_path.read_bytes()
+    second = nightly_retrain(rebuild_data=False)
+    assert not second["decision"]["promote"] and second["decision"]["reason"].startswith("reject")
+    assert second["record"] is None
+    assert record_path.read_bytes() == before
+
+    # Bad data: the validate stage fails inside dvc repro; the flow fails with the report, trains nothing.
+    limit = yaml.safe_load((repo / "params.yaml").read_text())["validate"]["max_query_chars"]
+    edit_params(repo, lambda raw: raw["validate"].update(max_query_chars=3))
+    lock_before = (repo / "dvc.lock").read_text()
+    try:
+        state = nightly_retrain(rebuild_data=False, return_state=True)
+        assert state.is_failed() and "ValidationFailed" in state.message and "query_length" in state.message
+        assert (repo / "dvc.lock").read_text() == lock_before  # no stage after validate ran
         assert record_path.read_bytes() == before
-
-        # Bad data: the validate stage fails inside dvc repro; the flow fails with the report, trains nothing.
-        limit = yaml.safe_load((repo / "params.yaml").read_text())["validate"]["max_query_chars"]
-        edit_params(repo, lambda raw: raw["validate"].update(max_query_chars=3))
-        lock_before = (repo / "dvc.lock").read_text()
-        try:
-            state = nightly_retrain(rebuild_data=False, return_state=True)
-            assert state.is_failed() and "ValidationFailed" in state.message and "query_length" in state.message
-            assert (repo / "dvc.lock").read_text() == lock_before  # no stage after validate ran
-            assert record_path.read_bytes() == before
-            report = {a.key: a.data for a in _artifacts(state.state_details.flow_run_id)}["validation-report"]
-            assert "Data validation: FAILED" in report and "query_length" in report
-        finally:
-            edit_params(repo, lambda raw: raw["validate"].update(max_query_chars=limit))
+        report = {a.key: a.data for a in _artifacts(state.state_details.flow_run_id)}["validation-report"]
+        assert "Data validation: FAILED" in report and "query_length" in report
+    finally:
+        edit_params(repo, lambda raw: raw["validate"].update(max_query_chars=limit))
 
 
 def _artifacts(flow_run_id):

