@@ -2,8 +2,10 @@
 
 Fits wall = fixed + per_task * N over several N (each timed `--repeats` times, best kept), so the per-flow
 cost (state changes, log and event flushes at the end of a run) is separated from the per-task cost.
+Ends with ``ratio: X.XX``: a whole flow run of the largest N tasks over the same N direct calls.
 
     PREFECT_HOME=$(mktemp -d) .venv/bin/python benchmarks/prefect_overhead.py              # ephemeral server
+    PREFECT_HOME=$(mktemp -d) .venv/bin/python benchmarks/prefect_overhead.py --quick      # under a minute
     PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/python benchmarks/prefect_overhead.py   # make prefect-up
 """
 from __future__ import annotations
@@ -29,7 +31,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[0, 50, 100, 200])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="sizes 0 10 20, one repeat: under a minute")
     args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.repeats = [0, 10, 20], 1
+    if len(set(args.sizes)) < 2 or max(args.sizes) < 1:
+        parser.error("--sizes needs two different values, one of them > 0 (the fit and the ratio need them)")
 
     start = time.perf_counter()
     from prefect import flow, task
@@ -65,6 +72,9 @@ def main() -> None:
     print(f"import prefect {import_s:.2f} s; first flow run {first_s:.2f} s (starts an ephemeral server if no "
           f"PREFECT_API_URL); per flow run {(mean_y - slope * mean_x):.2f} s; per task {slope * 1000:.1f} ms "
           f"(fit over whole runs), {per_call * 1000:.1f} ms (the call itself)")
+    n, direct, in_flow = max(rows)
+    print(f"flow run of N={n} tasks {in_flow:.4f} s vs {n} direct calls {direct * 1000:.4f} ms")
+    print(f"ratio: {in_flow / direct:.2f}")
 
 
 if __name__ == "__main__":
