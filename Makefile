@@ -1,5 +1,9 @@
 # `make run`: install into .venv, run the DVC pipeline on the embedded default, print the results.
-# `make test`: install into .venv if missing, run the test suite.
+# `make run PROFILE=tiny`: the same on another profile of params.yaml (`dvc exp run -S profile=tiny`, so dvc.lock
+#                          and params.yaml say which profile the outputs belong to).
+# `make test`: install into .venv if missing, run the fast tests; `make test-slow`: the slow ones; `make test-all`: both
+#              (.ci/run, what CI runs, runs both lanes and `make run PROFILE=tiny` on a clean clone).
+# Nothing needs an activated venv: dvc.yaml's stages run bin/searchr3, which finds .venv itself.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -12,11 +16,16 @@ export PREFECT_HOME := $(CURDIR)/.prefect
 VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
+PROFILE ?=
+PYTEST := $(BIN)/pytest -q
 
-.PHONY: help install run test clean
+.PHONY: help install run test test-slow test-all clean
 help:
-	@echo "make run   - install, run the pipeline (dvc repro), print the evaluation table"
-	@echo "make test  - install if needed, run the tests"
+	@echo "make run               - install, run the pipeline (dvc repro), print the evaluation table"
+	@echo "make run PROFILE=tiny  - the same on a profile of params.yaml (tiny: about a minute; scifact, paper)"
+	@echo "make test              - install if needed, the fast tests (under 3 minutes on 2 cores)"
+	@echo "make test-slow         - the slow end-to-end tests only (dvc repro, Prefect server and worker, real model)"
+	@echo "make test-all          - every test"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +38,24 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 run: install
+	@if [ -n "$$SEARCHR3_PROFILE" ]; then echo "SEARCHR3_PROFILE is set, but dvc only sees params.yaml:" \
+		"unset it and use make run PROFILE=$$SEARCHR3_PROFILE" >&2; exit 2; fi
+ifeq ($(strip $(PROFILE)),)
 	$(BIN)/dvc repro
+else
+	$(BIN)/dvc exp run -S profile=$(PROFILE)
+	@echo "params.yaml now says profile: $(PROFILE) (make run PROFILE=default goes back)"
+endif
 	@cat reports/eval.md
 
 test: install
-	$(BIN)/pytest -q
+	$(PYTEST) -m "not slow" --durations=10
+
+test-slow: install
+	$(PYTEST) -m slow --durations=10
+
+test-all: install
+	$(PYTEST) --durations=20
 
 clean:
 	rm -rf $(VENV) .prefect cache .pytest_cache
