@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 EMBED_TOKEN = "<|embed_token|>"
+IGNORE_INDEX = -100  # label of a position that is not trained on (the Hugging Face convention)
 
 _SYSTEM = "<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n{{text}}<|im_end|>\n<|im_start|>assistant\n"
 

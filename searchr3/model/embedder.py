@@ -8,6 +8,12 @@ silent); then the whole prompt + trace is encoded like a document.
 
 Batching sorts texts by token length so padding is minimal; position ids come from the attention
 mask, so a text gives the same vector alone or in a batch, left- or right-padded.
+
+Tokenisation is public and is the one format for inference and training: ``tokenize_documents``,
+``tokenize_queries`` and ``tokenize_reasoning_prompts`` give what the encoder embeds;
+``query_sequences`` gives the query side of a training row with its labels (a reasoning query with a
+given trace: prompt + trace + token, labels on trace + token; a direct query: nothing labelled), and
+``Reasoning.sequences`` the generated traces with labels on the generated tokens (what GRPO trains).
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import numpy as np
 import torch
 
 from searchr3.errors import ArtifactError, ConfigError
-from searchr3.model.config import EMBED_TOKEN, ModelConfig, Templates
+from searchr3.model.config import EMBED_TOKEN, IGNORE_INDEX, ModelConfig, Templates
 from searchr3.model.materialize import MANIFEST, weights_sha256
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,14 @@ class QueryEmbeddings:
     @property
     def fallbacks(self) -> int:
         return 0 if self.emitted is None else sum(1 for e in self.emitted if not e)
+
+
+@dataclass
+class LabelledSequence:
+    """Token ids of one model input and, aligned with them, the labels to train on (``IGNORE_INDEX`` elsewhere)."""
+
+    ids: list[int]
+    labels: list[int]
 
 
 def cpu_supports_bf16() -> bool:
@@ -90,6 +104,15 @@ def pad_batch(seqs: list[list[int]], pad_id: int, side: str = "right", device=No
             mask[i, width - len(s):] = 1
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
     return ids.to(device), mask.to(device), positions.to(device)
+
+
+def pad_labelled(seqs: list[LabelledSequence], pad_id: int, device=None):
+    """``pad_batch`` of the ids, plus the labels padded with ``IGNORE_INDEX``: ``(ids, mask, positions, labels)``."""
+    ids, mask, positions = pad_batch([s.ids for s in seqs], pad_id, "right", device)
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    for i, s in enumerate(seqs):
+        labels[i, : len(s.labels)] = torch.tensor(s.labels)
+    return ids, mask, positions, labels
 
 
 def embed_hidden(model, input_ids, attention_mask, position_ids, embed_id: int) -> torch.Tensor:
@@ -171,14 +194,35 @@ class Embedder:
         body = self._ids(text.replace(EMBED_TOKEN, ""))[:max_tokens]
         return template[0] + body + template[1]
 
-    def tokenize_documents(self, texts: list[str]) -> list[list[int]]:
-        return [self._fill(self._doc, t, self.config.max_doc_tokens) for t in texts]
+    def tokenize_documents(self, texts: list[str], max_tokens: int | None = None) -> list[list[int]]:
+        """Document template around each text (cut to ``max_tokens``, default ``config.max_doc_tokens``), ending in the token."""
+        return [self._fill(self._doc, t, self.config.max_doc_tokens if max_tokens is None else max_tokens) for t in texts]
 
-    def tokenize_queries(self, texts: list[str]) -> list[list[int]]:
-        return [self._fill(self._query, t, self.config.max_query_tokens) for t in texts]
+    def tokenize_queries(self, texts: list[str], max_tokens: int | None = None) -> list[list[int]]:
+        """Direct-query template around each text (cut to ``max_tokens``, default ``config.max_query_tokens``)."""
+        return [self._fill(self._query, t, self.config.max_query_tokens if max_tokens is None else max_tokens) for t in texts]
 
-    def tokenize_reasoning_prompts(self, texts: list[str]) -> list[list[int]]:
-        return [self._fill(self._reason, t, self.config.max_query_tokens) for t in texts]
+    def tokenize_reasoning_prompts(self, texts: list[str], max_tokens: int | None = None) -> list[list[int]]:
+        """Reasoning prompt around each query text: what generation continues (no token yet)."""
+        return [self._fill(self._reason, t, self.config.max_query_tokens if max_tokens is None else max_tokens) for t in texts]
+
+    def query_sequences(self, texts: list[str], traces: list[str | None], max_tokens: int | None = None,
+                        max_trace_tokens: int | None = None) -> list[LabelledSequence]:
+        """The query side of training rows, in the format inference embeds.
+
+        With a trace: reasoning prompt + the trace's tokens (cut to ``max_trace_tokens``) + the token, labelled
+        on trace + token (the CE/KL targets). Without (``None``): the direct query, nothing labelled.
+        """
+        out = []
+        for text, trace in zip(texts, traces, strict=True):
+            if trace is None:
+                ids = self.tokenize_queries([text], max_tokens)[0]
+                out.append(LabelledSequence(ids, [IGNORE_INDEX] * len(ids)))
+                continue
+            prompt = self.tokenize_reasoning_prompts([text], max_tokens)[0]
+            target = self._ids(trace)[:max_trace_tokens] + [self.embed_token_id]
+            out.append(LabelledSequence(prompt + target, [IGNORE_INDEX] * len(prompt) + target))
+        return out
 
     # ---- encoding -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -272,6 +316,18 @@ class Reasoning:
     @property
     def fallbacks(self) -> int:
         return sum(1 for e in self.emitted if not e)
+
+    def sequences(self) -> list[LabelledSequence]:
+        """Each full sequence (prompt + generated, + fallback suffix), labelled on the generated tokens only.
+
+        The generated tokens include the token when the model emitted it; the fallback suffix is not the
+        model's own output and is not labelled.
+        """
+        out = []
+        for prompt, generated, full in zip(self.prompts, self.generated, self.full_ids):
+            tail = len(full) - len(prompt) - len(generated)
+            out.append(LabelledSequence(list(full), [IGNORE_INDEX] * len(prompt) + list(generated) + [IGNORE_INDEX] * tail))
+        return out
 
 
 def _progress(total: int, desc: str):

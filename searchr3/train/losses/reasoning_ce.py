@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-IGNORE_INDEX = -100
+from searchr3.model.config import IGNORE_INDEX
 
 
 def reasoning_labels(input_ids: Tensor, reasoning_mask: Tensor) -> Tensor:
