@@ -130,3 +130,35 @@ def grpo_toy():
     """``toy_data(n, distractors)`` → (rows, corpus) over a 19-word vocabulary; ``config(**overrides)`` → a small
     GRPOConfig; ``index_config(**refresh_overrides)`` → an IndexConfig with a small refresh budget."""
     return SimpleNamespace(words=WORDS, toy_data=_toy_rl_data, config=_grpo_config, index_config=_grpo_index_config)
+
+
+@pytest.fixture
+def kill_and_resume(monkeypatch):
+    """The kill-and-resume harness both trainers' tests use.
+
+    ``kill_and_resume(run, out_of)``: ``run(name)`` trains into folders named after ``name`` and returns its
+    summary; ``out_of(name)`` is the folder its model is exported to. Runs ``run("a")`` uninterrupted, then
+    ``run("b")`` killed (``KeyboardInterrupt``) right after its second checkpoint was written, checks that the
+    killed run exported nothing, then reruns ``run("b")``, which resumes. Returns ``(uninterrupted summary,
+    resumed summary, steps checkpointed before the kill)``.
+    """
+    from searchr3.train import common
+
+    def harness(run, out_of, kill_after: int = 2):
+        uninterrupted = run("a")
+        real_save, saved = common.save_checkpoint, []
+
+        def save_then_die(folder, state):
+            real_save(folder, state)
+            saved.append(state["state"]["step"])
+            if len(saved) == kill_after:
+                raise KeyboardInterrupt("killed")
+
+        monkeypatch.setattr(common, "save_checkpoint", save_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            run("b")
+        monkeypatch.setattr(common, "save_checkpoint", real_save)
+        assert not out_of("b").exists(), "a killed run must not export a model"
+        return uninterrupted, run("b"), saved
+
+    return harness

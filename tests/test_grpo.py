@@ -1,7 +1,6 @@
 """GRPO trainer on a tiny random model: the policy term moves log-probs the right way, a step logs every metric,
 resume is exact, the live index holds the final model's vectors for refreshed docs, and the outputs load."""
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,17 +9,29 @@ from safetensors.torch import load_file
 
 from searchr3.index.snapshot import load_snapshot
 from searchr3.model.config import ModelConfig
-from searchr3.model.embedder import Embedder
+from searchr3.model.embedder import Embedder, LabelledSequence, Reasoning, pad_batch
 from searchr3.train import common
-from searchr3.train.grpo import attach_doc_ids, pad_rows, policy_update, select_corpus, trace_sequences, train_grpo
+from searchr3.train.grpo import (
+    Scores,
+    attach_doc_ids,
+    generated_logprobs,
+    hidden_and_tail_logits,
+    nce_loss,
+    pad_rows,
+    policy_backward,
+    select_corpus,
+    train_grpo,
+)
 from searchr3.train.grpo_config import GRPOConfig
-from searchr3.train.losses.reasoning_ce import IGNORE_INDEX
+from searchr3.train.losses.clipped_policy import ClippedPolicyLoss
+from searchr3.train.losses.reasoning_ce import IGNORE_INDEX, token_logprobs
+from searchr3.train.trainer_setup import load_trainee
 
 STEP_METRICS = {"reward/mean", "reward/std", "reward/share_ge_half", "emitted", "groups/active", "kl", "trace_tokens",
                 "loss/policy", "loss/kl_penalty", "loss/nce", "clip_fraction", "lr", "grad_norm", "refresh/size",
                 "refresh/used", "refresh/neighbours", "refresh/topk_stale", "refresh/rotation", "index/staleness_mean",
-                "index/staleness_max", "time/generate_s", "time/score_s", "time/update_s",
-                "time/refresh_s", "time/step_s"}
+                "index/staleness_max", "time/rollout_s", "time/score_s", "time/reward_s",
+                "time/update_s", "time/refresh_s", "time/step_s"}
 
 
 def run(grpo_toy, model_dir, tmp_path, name, cfg, icfg=None, live=False):
@@ -58,57 +69,71 @@ def test_select_corpus_keeps_used_docs_and_caps_distractors(grpo_toy):
     assert len(select_corpus(rows[:2], corpus, max_docs=0, seed=0)) == len(corpus)
 
 
-def test_trace_sequences_label_only_the_generated_tokens():
-    reasoning = SimpleNamespace(prompts=[[1, 2, 3], [1, 2]], generated=[[7, 9], [8]],
-                                full_ids=[[1, 2, 3, 7, 9], [1, 2, 8, 5, 9]])  # second: fallback suffix [5, 9]
-    seqs, labels = trace_sequences(reasoning)
-    assert seqs == reasoning.full_ids
-    assert labels == [[IGNORE_INDEX] * 3 + [7, 9], [IGNORE_INDEX] * 2 + [8] + [IGNORE_INDEX] * 2]
+def test_reasoning_sequences_label_only_the_generated_tokens(tiny_model_dir):
+    e = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
+    tok = e.embed_token_id
+    reasoning = Reasoning(e, [[1, 2, 3], [1, 2]], [[7, tok], [8]])  # the second stopped without the token
+    seqs = reasoning.sequences()
+    fallback = reasoning.full_ids[1][3:]
+    assert reasoning.emitted == [True, False] and tok in fallback
+    assert [s.ids for s in seqs] == [[1, 2, 3, 7, tok], [1, 2, 8] + fallback]
+    assert [s.labels for s in seqs] == [[IGNORE_INDEX] * 3 + [7, tok], [IGNORE_INDEX] * 2 + [8] + [IGNORE_INDEX] * len(fallback)]
 
 
 def test_policy_term_raises_the_logprob_of_the_better_trace(tiny_model_dir):
-    e = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
-    model = e.model.train()
-
-    def policy(ids, mask, pos, start):
-        hidden, logits = common.hidden_and_logits(model, ids, mask, pos, True)
-        return hidden, logits[:, start:]
-
+    trainee = load_trainee(tiny_model_dir, ModelConfig(), GRPOConfig(mode="full", precision="fp32"))
+    e, model = trainee.embedder, trainee.model.train()
     prompt = e.tokenize_reasoning_prompts(["alpha beta"])[0]
-    seqs = [prompt + [50, 60, e.embed_token_id], prompt + [70, 80, e.embed_token_id]]
-    labels = [[IGNORE_INDEX] * len(prompt) + s[len(prompt):] for s in seqs]
-    from searchr3.train.grpo import generated_logprobs
+    seqs = [LabelledSequence(prompt + g, [IGNORE_INDEX] * len(prompt) + g) for g in ([50, 60, e.embed_token_id],
+                                                                                    [70, 80, e.embed_token_id])]
     with torch.no_grad():
-        before = generated_logprobs(policy, seqs, labels, e.pad_id, e.device)[0]
+        before = generated_logprobs(model, seqs, e.pad_id, e.device)[0]
     assert [len(r) for r in before] == [3, 3]
-    cfg = GRPOConfig(beta=0.0, micro_batch=1)  # two chunks of one: the chunk weighting is exercised too
-    stats = policy_update(policy, seqs, labels, [0, 1], before, before, torch.tensor([1.0, -1.0]), e, cfg, bf16=False)
+    scores = Scores(seqs, before, before, np.zeros((2, 1), dtype=np.float32))
+    # micro_batch 1: two chunks of one, so the chunk weighting is exercised too
+    stats = policy_backward(trainee, scores, [0, 1], torch.tensor([1.0, -1.0]), ClippedPolicyLoss(beta=0.0), 1)
     assert stats["clip_fraction"] == 0.0  # first update: ratio 1
     # at ratio 1 the loss is -mean_seq(A · 1) = -(1 - 1) / 2 = 0
-    assert stats["policy"] == pytest.approx(0.0, abs=1e-6)
+    assert stats["policy"] == pytest.approx(0.0, abs=1e-6) and stats["kl_penalty"] == pytest.approx(0.0, abs=1e-7)
     torch.optim.SGD(model.parameters(), lr=0.05).step()
     with torch.no_grad():
-        after = generated_logprobs(policy, seqs, labels, e.pad_id, e.device)[0]
+        after = generated_logprobs(model, seqs, e.pad_id, e.device)[0]
     assert float(after[0].sum()) > float(before[0].sum())
     assert float(after[1].sum()) < float(before[1].sum())
 
 
 def test_generated_logprobs_from_tail_logits_match_the_full_computation(tiny_model_dir):
-    from searchr3.model.embedder import pad_batch
-    from searchr3.train.grpo import generated_logprobs, hidden_and_tail_logits
-    from searchr3.train.losses.reasoning_ce import token_logprobs
-
     e = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
     seqs = [[5, 6, 7, 8, 9, 10], [11, 12, 13, 14]]  # prompts of 4 and 2 tokens, then 2 generated tokens each
     labels = [[IGNORE_INDEX] * 4 + [9, 10], [IGNORE_INDEX] * 2 + [13, 14] + [IGNORE_INDEX] * 2]
+    labelled = [LabelledSequence(s, lab[: len(s)]) for s, lab in zip(seqs, labels)]
     with torch.no_grad():
-        rows, vectors = generated_logprobs(lambda *a: hidden_and_tail_logits(e.model, *a), seqs, labels, e.pad_id, e.device)
+        rows, vectors = generated_logprobs(e.model, labelled, e.pad_id, e.device)
         ids, mask, pos = pad_batch(seqs, e.pad_id, "right", e.device)
         logits = e.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
         full, keep = token_logprobs(logits, torch.tensor(labels, device=e.device))
+        tail = hidden_and_tail_logits(e.model, ids, mask, pos, 3)[1]
     assert vectors is None and [len(r) for r in rows] == [2, 2]
     for i in range(2):
         torch.testing.assert_close(rows[i], full[i][keep[i]], atol=1e-4, rtol=0)
+    torch.testing.assert_close(tail, logits[:, 3:], atol=1e-4, rtol=0)
+
+
+def test_nce_term_fills_a_row_without_negatives_with_its_positive(tiny_model_dir):
+    trainee = load_trainee(tiny_model_dir, ModelConfig(), GRPOConfig(mode="full", precision="fp32"))
+    rows, _ = toy_data(n=2, distractors=0)
+    seen = {}
+
+    def capture(q, p, n):
+        seen.update(p=p.detach(), n=n.detach())
+        return (q * p).sum()
+
+    nce_loss(trainee, [rows[0], dict(rows[1], negatives=[], negative_ids=[])], capture, GRPOConfig(negatives_per_query=2))
+    assert seen["n"].shape[1] == 2
+    torch.testing.assert_close(seen["n"][1, 0], seen["p"][1])  # no mined negative: the positive fills both slots
+    torch.testing.assert_close(seen["n"][1, 1], seen["p"][1])
+    torch.testing.assert_close(seen["n"][0, 0], seen["n"][0, 1])  # one mined negative, repeated
+    assert not torch.allclose(seen["n"][0, 0], seen["p"][0])
 
 
 def test_pad_rows_masks_the_padding():
@@ -139,24 +164,10 @@ def test_one_step_changes_the_weights_and_logs_every_metric(tiny_model_dir, tmp_
     assert not any("lora" in k for k in after)  # LoRA merged
 
 
-def test_kill_and_resume_equals_uninterrupted(tiny_model_dir, tmp_path, monkeypatch, grpo_toy):
+def test_kill_and_resume_equals_uninterrupted(tiny_model_dir, tmp_path, kill_and_resume, grpo_toy):
     cfg = grpo_toy.config(steps=6, checkpoint_every=2, queries_per_step=2)
-    full = run(grpo_toy, tiny_model_dir, tmp_path, "a", cfg)
-
-    real_save, saves = common.save_checkpoint, []
-
-    def save_then_die(folder, state):
-        real_save(folder, state)
-        saves.append(state["state"]["step"])
-        if len(saves) == 2:
-            raise KeyboardInterrupt("killed")
-
-    monkeypatch.setattr(common, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        run(grpo_toy, tiny_model_dir, tmp_path, "b", cfg)
-    assert saves == [2, 4] and not (tmp_path / "b").exists()
-    monkeypatch.setattr(common, "save_checkpoint", real_save)
-    resumed = run(grpo_toy, tiny_model_dir, tmp_path, "b", cfg)
+    full, resumed, saved = kill_and_resume(lambda name: run(grpo_toy, tiny_model_dir, tmp_path, name, cfg), lambda name: tmp_path / name)
+    assert saved == [2, 4]
     history = [common.load_checkpoint(tmp_path / f"ckpt-{n}")["state"]["history"] for n in "ab"]
     assert [h["reward/mean"] for h in history[0]] == [h["reward/mean"] for h in history[1]]
     assert resumed["reward_last"] == full["reward_last"] and resumed["model_checksum"] == full["model_checksum"]
@@ -201,7 +212,8 @@ def test_final_refresh_leaves_no_stale_vector(tiny_model_dir, tmp_path, grpo_toy
 @pytest.mark.parametrize("bad, message", [
     (dict(group_size=1), "group_size"), (dict(temperature=0.0), "temperature"), (dict(mode="qlora"), "mode"),
     (dict(updates_per_step=0), "updates_per_step"),
-    (dict(queries_per_step=1, negatives_per_query=0, lambda_nce=0.1), "lambda_nce"),
+    (dict(queries_per_step=1, negatives_per_query=0, lambda_nce=0.1), "lambda_nce"), (dict(clip_eps=1.5), "clip_eps"),
+    (dict(beta=-1.0), "beta"),
 ])
 def test_bad_config_is_refused_before_loading_anything(tmp_path, bad, message, grpo_toy):
     rows, corpus = grpo_toy.toy_data()

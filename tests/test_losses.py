@@ -8,16 +8,19 @@ import torch
 
 from searchr3.train.losses import (
     IGNORE_INDEX,
+    ClippedPolicyLoss,
     CompositeLoss,
     InfoNCELoss,
     ReasoningCELoss,
     ReferenceKLLoss,
     TripletMarginLoss,
     kl_k3,
+    masked_sequence_mean,
     reasoning_labels,
     token_logprobs,
 )
 from searchr3.train.losses import infonce, reasoning_ce, reference_kl, triplet
+from searchr3.train.losses.clipped_policy import clipped_policy_loss
 
 SQRT_HALF = 1 / math.sqrt(2)
 
@@ -311,3 +314,82 @@ def test_composite_refuses_a_batch_with_nothing_to_compute_and_bad_weights():
         CompositeLoss(lambda_kl=-1.0)
     with pytest.raises(ValueError, match="temperature"):
         CompositeLoss(lambda_nce=1.0, temperature=0.0)
+
+
+# ---------------------------------------------------------------- clipped policy loss (GRPO)
+
+
+def two_token_case(advantage: float):
+    old_logp = torch.log(torch.tensor([[0.5, 0.5]]))
+    logp = torch.log(torch.tensor([[0.6, 0.4]])).requires_grad_()  # ratios 1.2 and 0.8
+    return logp, old_logp, torch.tensor([advantage]), torch.tensor([[1, 1]])
+
+
+def test_clipped_loss_positive_advantage_by_hand():
+    logp, old_logp, advantages, mask = two_token_case(1.0)
+    out = clipped_policy_loss(logp, old_logp, advantages, mask, clip_eps=0.1)
+    # token 1: min(1.2, 1.1) = 1.1 (clipped); token 2: min(0.8, 0.9) = 0.8
+    assert out.loss.item() == pytest.approx(-(1.1 + 0.8) / 2, rel=1e-6)
+    assert out.clip_fraction == 0.5
+    out.loss.backward()
+    # clipped token has no gradient; d(-ratio/2)/dlogp = -ratio/2 = -0.4 on the other
+    assert logp.grad.tolist()[0] == pytest.approx([0.0, -0.4], abs=1e-6)
+
+
+def test_clipped_loss_negative_advantage_by_hand():
+    logp, old_logp, advantages, mask = two_token_case(-1.0)
+    out = clipped_policy_loss(logp, old_logp, advantages, mask, clip_eps=0.1)
+    # token 1: min(-1.2, -1.1) = -1.2; token 2: min(-0.8, -0.9) = -0.9 (clipped)
+    assert out.loss.item() == pytest.approx((1.2 + 0.9) / 2, rel=1e-6)
+    assert out.clip_fraction == 0.5
+
+
+def test_clipped_loss_averages_per_sequence_then_over_sequences_and_ignores_masked_tokens():
+    logp = torch.tensor([[-1.0, 5.0, 5.0, 5.0], [-2.0, -2.0, -2.0, 9.0]])
+    old_logp = torch.tensor([[-1.0, 0.0, 0.0, 0.0], [-2.0, -2.0, -2.0, 0.0]])  # ratio 1 where masked in
+    mask = torch.tensor([[1, 0, 0, 0], [1, 1, 1, 0]])
+    out = clipped_policy_loss(logp, old_logp, torch.tensor([1.0, 2.0]), mask, clip_eps=0.2)
+    # sequence means -1 and -2 -> -1.5 (a token mean would give -(1 + 6) / 4 = -1.75)
+    assert out.loss.item() == pytest.approx(-1.5)
+    assert out.clip_fraction == 0.0
+
+
+def test_masked_sequence_mean_counts_an_empty_sequence_as_zero():
+    values = torch.tensor([[2.0, 4.0], [7.0, 7.0]])
+    mask = torch.tensor([[True, True], [False, False]])
+    assert masked_sequence_mean(values, mask).item() == pytest.approx(1.5)
+
+
+def test_clipped_loss_rejects_bad_arguments():
+    logp, old_logp, advantages, mask = two_token_case(1.0)
+    with pytest.raises(ValueError, match="clip_eps"):
+        clipped_policy_loss(logp, old_logp, advantages, mask, clip_eps=0.0)
+    with pytest.raises(ValueError, match="must match"):
+        clipped_policy_loss(logp, old_logp[:, :1], advantages, mask)
+    with pytest.raises(ValueError, match="advantages must have shape"):
+        clipped_policy_loss(logp, old_logp, torch.tensor([1.0, 2.0, 3.0]), mask)
+
+
+def test_clipped_policy_loss_adds_beta_times_the_k3_kl_by_hand():
+    logp, old_logp, advantages, mask = two_token_case(1.0)
+    ref_logp = torch.log(torch.tensor([[0.5, 0.5]]))
+    out = ClippedPolicyLoss(clip_eps=0.1, beta=0.5)(logp, old_logp, ref_logp, advantages, mask)
+    # k3 per token: r - log r - 1 with r = ref / p: 5/6 + log(6/5) - 1 = 0.0156549, 5/4 - log(5/4) - 1 = 0.0268564
+    kl = (5 / 6 + math.log(6 / 5) - 1 + 5 / 4 - math.log(5 / 4) - 1) / 2
+    assert kl == pytest.approx(0.0212557, abs=1e-7)
+    assert out.policy.item() == pytest.approx(-(1.1 + 0.8) / 2, rel=1e-6)
+    assert out.kl.item() == pytest.approx(kl, rel=1e-5)
+    assert out.total.item() == pytest.approx(-0.95 + 0.5 * 0.0212557, rel=1e-5) and out.clip_fraction == 0.5
+    out.total.backward()
+    # d/dlogp of 0.5 · k3 / 2 = 0.25 · (1 - r): token 1 (clipped surrogate) 0.25 · (1 - 5/6); token 2: -0.4 + 0.25 · (1 - 5/4)
+    assert logp.grad.tolist()[0] == pytest.approx([0.25 * (1 - 5 / 6), -0.4 + 0.25 * (1 - 5 / 4)], abs=1e-6)
+
+
+def test_clipped_policy_loss_checks_its_arguments():
+    with pytest.raises(ValueError, match="clip_eps"):
+        ClippedPolicyLoss(clip_eps=1.0)
+    with pytest.raises(ValueError, match="beta"):
+        ClippedPolicyLoss(beta=-0.1)
+    logp, old_logp, advantages, mask = two_token_case(1.0)
+    with pytest.raises(ValueError, match="ref_logp"):
+        ClippedPolicyLoss()(logp, old_logp, old_logp[:, :1], advantages, mask)

@@ -1,4 +1,4 @@
-"""GRPO rewards, group advantages and the clipped policy loss, against hand-computed values."""
+"""GRPO rewards and group advantages, against hand-computed values (the clipped policy loss: test_losses.py)."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from searchr3.train.advantages import clipped_policy_loss, group_advantages, masked_sequence_mean
+from searchr3.train.advantages import group_advantages
 from searchr3.train.rewards import combined_reward, format_reward, rank_of, rank_reward
 
 # ---------------------------------------------------------------- rewards
@@ -82,57 +82,3 @@ def test_group_advantages_reject_bad_groups():
         group_advantages([1.0, 0.0], group_size=1)
     with pytest.raises(ValueError, match="finite"):
         group_advantages([1.0, float("nan")], group_size=2)
-
-
-# ---------------------------------------------------------------- clipped policy loss
-
-
-def two_token_case(advantage: float):
-    old_logp = torch.log(torch.tensor([[0.5, 0.5]]))
-    logp = torch.log(torch.tensor([[0.6, 0.4]])).requires_grad_()  # ratios 1.2 and 0.8
-    return logp, old_logp, torch.tensor([advantage]), torch.tensor([[1, 1]])
-
-
-def test_clipped_loss_positive_advantage_by_hand():
-    logp, old_logp, advantages, mask = two_token_case(1.0)
-    out = clipped_policy_loss(logp, old_logp, advantages, mask, clip_eps=0.1)
-    # token 1: min(1.2, 1.1) = 1.1 (clipped); token 2: min(0.8, 0.9) = 0.8
-    assert out.loss.item() == pytest.approx(-(1.1 + 0.8) / 2, rel=1e-6)
-    assert out.clip_fraction == 0.5
-    out.loss.backward()
-    # clipped token has no gradient; d(-ratio/2)/dlogp = -ratio/2 = -0.4 on the other
-    assert logp.grad.tolist()[0] == pytest.approx([0.0, -0.4], abs=1e-6)
-
-
-def test_clipped_loss_negative_advantage_by_hand():
-    logp, old_logp, advantages, mask = two_token_case(-1.0)
-    out = clipped_policy_loss(logp, old_logp, advantages, mask, clip_eps=0.1)
-    # token 1: min(-1.2, -1.1) = -1.2; token 2: min(-0.8, -0.9) = -0.9 (clipped)
-    assert out.loss.item() == pytest.approx((1.2 + 0.9) / 2, rel=1e-6)
-    assert out.clip_fraction == 0.5
-
-
-def test_clipped_loss_averages_per_sequence_then_over_sequences_and_ignores_masked_tokens():
-    logp = torch.tensor([[-1.0, 5.0, 5.0, 5.0], [-2.0, -2.0, -2.0, 9.0]])
-    old_logp = torch.tensor([[-1.0, 0.0, 0.0, 0.0], [-2.0, -2.0, -2.0, 0.0]])  # ratio 1 where masked in
-    mask = torch.tensor([[1, 0, 0, 0], [1, 1, 1, 0]])
-    out = clipped_policy_loss(logp, old_logp, torch.tensor([1.0, 2.0]), mask, clip_eps=0.2)
-    # sequence means -1 and -2 -> -1.5 (a token mean would give -(1 + 6) / 4 = -1.75)
-    assert out.loss.item() == pytest.approx(-1.5)
-    assert out.clip_fraction == 0.0
-
-
-def test_masked_sequence_mean_counts_an_empty_sequence_as_zero():
-    values = torch.tensor([[2.0, 4.0], [7.0, 7.0]])
-    mask = torch.tensor([[True, True], [False, False]])
-    assert masked_sequence_mean(values, mask).item() == pytest.approx(1.5)
-
-
-def test_clipped_loss_rejects_bad_arguments():
-    logp, old_logp, advantages, mask = two_token_case(1.0)
-    with pytest.raises(ValueError, match="clip_eps"):
-        clipped_policy_loss(logp, old_logp, advantages, mask, clip_eps=0.0)
-    with pytest.raises(ValueError, match="must match"):
-        clipped_policy_loss(logp, old_logp[:, :1], advantages, mask)
-    with pytest.raises(ValueError, match="advantages must have shape"):
-        clipped_policy_loss(logp, old_logp, torch.tensor([1.0, 2.0, 3.0]), mask)

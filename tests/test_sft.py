@@ -9,11 +9,11 @@ from safetensors.torch import load_file
 from searchr3.data.types import RetrievalSet
 from searchr3.model.config import ModelConfig
 from searchr3.model.embedder import Embedder
-from searchr3.train import common
-from searchr3.train.losses.reasoning_ce import IGNORE_INDEX
 from searchr3.train.common import batch_order
-from searchr3.train.sft import SFTBatchBuilder, compute_loss, train_sft
+from searchr3.train.lora import LoRAConfig, wrap_lora
 from searchr3.train.losses.composite import CompositeLoss
+from searchr3.train.losses.reasoning_ce import IGNORE_INDEX
+from searchr3.train.sft import SFTBatchBuilder, compute_loss, train_sft
 from searchr3.train.sft_config import SFTConfig
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
@@ -56,14 +56,29 @@ def test_batch_order_is_a_pure_function_of_seed():
 
 def test_trace_labels_mask_the_prompt(tiny_model_dir):
     e = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
-    builder = SFTBatchBuilder(e, config(), TRACES)
-    ids, labels = builder.query_sequence(toy_rows()[0])
-    prompt = e._fill(e._reason, toy_rows()[0]["query"], 48)
-    assert ids[: len(prompt)] == prompt
-    assert all(lab == IGNORE_INDEX for lab in labels[: len(prompt)])
-    assert labels[len(prompt):] == ids[len(prompt):] and labels[-1] == e.embed_token_id
-    ids2, labels2 = builder.query_sequence(toy_rows()[5])  # no trace: direct query, nothing supervised
-    assert set(labels2) == {IGNORE_INDEX} and ids2[-1] == e.embed_token_id
+    rows = toy_rows()
+    with_trace, direct = e.query_sequences([rows[0]["query"], rows[5]["query"]], [TRACES["q0"], None], 48, 8)
+    prompt = e.tokenize_reasoning_prompts([rows[0]["query"]], 48)[0]
+    assert with_trace.ids[: len(prompt)] == prompt
+    assert all(lab == IGNORE_INDEX for lab in with_trace.labels[: len(prompt)])
+    assert with_trace.labels[len(prompt):] == with_trace.ids[len(prompt):] and with_trace.labels[-1] == e.embed_token_id
+    assert with_trace.ids[len(prompt):-1] == e.tokenizer(TRACES["q0"], add_special_tokens=False)["input_ids"][:8]
+    assert set(direct.labels) == {IGNORE_INDEX} and direct.ids == e.tokenize_queries([rows[5]["query"]], 48)[0]
+    batch = SFTBatchBuilder(e, config(), TRACES).build(rows[:2])  # the builder uses exactly these sequences
+    assert batch["q"][0][0, : len(with_trace.ids)].tolist() == with_trace.ids
+    assert batch["labels"][0, : len(with_trace.labels)].tolist() == with_trace.labels
+    assert set(batch["labels"][0, len(with_trace.labels):].tolist()) <= {IGNORE_INDEX}
+
+
+def test_batch_builder_pads_short_negative_lists_by_repetition(tiny_model_dir):
+    e = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
+    rows = [dict(r, negatives=r["negatives"] + ["second negative"]) for r in toy_rows(2)]
+    rows[1]["negatives"] = rows[1]["negatives"][:1]
+    batch = SFTBatchBuilder(e, config(negatives_per_query=2), {}).build(rows)
+    d_ids = batch["d"][0].tolist()
+    expected = e.tokenize_documents([rows[0]["positive"], rows[0]["negatives"][0], "second negative",
+                                     rows[1]["positive"], rows[1]["negatives"][0], rows[1]["negatives"][0]], 128)
+    assert [row[: len(x)] for row, x in zip(d_ids, expected)] == expected and batch["k"] == 2
 
 
 @pytest.mark.parametrize("mode", ["lora", "full"])
@@ -71,12 +86,12 @@ def test_gradient_reaches_the_embed_token_row(tiny_model_dir, mode):
     e = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
     model = e.model
     if mode == "lora":
-        model = common.wrap_lora(model, 4, 8, 0.0, ["q_proj", "v_proj"], e.embed_token_id)
+        model = wrap_lora(model, LoRAConfig(r=4, alpha=8, targets=["q_proj", "v_proj"]), e.embed_token_id)
     model.train()
     cfg = config()
     batch = SFTBatchBuilder(e, cfg, TRACES).build(toy_rows()[:4])
     loss = CompositeLoss(cfg.lambda_ce, 0.0, cfg.lambda_nce, cfg.lambda_tri, temperature=cfg.temperature)
-    compute_loss(model, None, batch, loss, e.embed_token_id, SFTConfig(lambda_kl=0.0)).total.backward()
+    compute_loss(model, batch, loss, e.embed_token_id, SFTConfig(lambda_kl=0.0)).total.backward()
     if mode == "full":
         grad = model.get_input_embeddings().weight.grad
         assert grad[e.embed_token_id].abs().sum() > 0
@@ -90,7 +105,7 @@ def fixed_batch_loss(model_dir, rows):
     cfg = config(lambda_kl=0.0)
     loss = CompositeLoss(cfg.lambda_ce, 0.0, cfg.lambda_nce, cfg.lambda_tri, temperature=cfg.temperature)
     with torch.no_grad():
-        return compute_loss(e.model, None, SFTBatchBuilder(e, cfg, TRACES).build(rows), loss, e.embed_token_id, cfg).total.item()
+        return compute_loss(e.model, SFTBatchBuilder(e, cfg, TRACES).build(rows), loss, e.embed_token_id, cfg).total.item()
 
 
 def test_a_few_steps_lower_the_loss(tiny_model_dir, tmp_path):
@@ -101,28 +116,15 @@ def test_a_few_steps_lower_the_loss(tiny_model_dir, tmp_path):
     assert (tmp_path / "live" / "metrics.json").exists()
 
 
-def test_kill_and_resume_equals_uninterrupted(tiny_model_dir, tmp_path, monkeypatch):
+def test_kill_and_resume_equals_uninterrupted(tiny_model_dir, tmp_path, kill_and_resume):
     rows, dev = toy_rows(), toy_dev(toy_rows())
-    cfg = config(steps=6)
-    full = train_sft(cfg, ModelConfig(), tiny_model_dir, rows, dev, tmp_path / "a", tmp_path / "ca", traces=TRACES,
-                     live_dir=None, progress=False)
 
-    real_save, saves = common.save_checkpoint, []
+    def run(name):
+        return train_sft(config(steps=6), ModelConfig(), tiny_model_dir, rows, dev, tmp_path / name, tmp_path / f"c{name}",
+                         traces=TRACES, live_dir=None, progress=False)
 
-    def save_then_die(folder, state):
-        real_save(folder, state)
-        saves.append(state["state"]["step"])
-        if len(saves) == 2:
-            raise KeyboardInterrupt("killed")
-
-    monkeypatch.setattr(common, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train_sft(cfg, ModelConfig(), tiny_model_dir, rows, dev, tmp_path / "b", tmp_path / "cb", traces=TRACES,
-                  live_dir=None, progress=False)
-    assert saves == [2, 4] and not (tmp_path / "b").exists()
-    monkeypatch.setattr(common, "save_checkpoint", real_save)
-    resumed = train_sft(cfg, ModelConfig(), tiny_model_dir, rows, dev, tmp_path / "b", tmp_path / "cb", traces=TRACES,
-                        live_dir=None, progress=False)
+    full, resumed, saved = kill_and_resume(run, lambda name: tmp_path / name)
+    assert saved == [2, 4]
     assert resumed["dev_ndcg@10"] == full["dev_ndcg@10"] and resumed["best_step"] == full["best_step"]
     wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
     assert wa.keys() == wb.keys()

@@ -1,4 +1,6 @@
-"""Pieces both trainers share: seeding, autocast, LoRA wrapping, forward passes, checkpoints, export."""
+"""Low-level pieces both trainers share: seeding, batch order, autocast, forward passes, checkpoints, logging, export.
+
+The setup built from them (model, reference, optimizer, schedule) is ``trainer_setup.py``."""
 from __future__ import annotations
 
 import logging
@@ -75,15 +77,6 @@ def pool(hidden: torch.Tensor, ids: torch.Tensor, embed_id: int) -> torch.Tensor
     pos = last_token_positions(ids, embed_id)
     vec = hidden[torch.arange(hidden.shape[0], device=hidden.device), pos].float()
     return torch.nn.functional.normalize(vec, dim=-1)
-
-
-def wrap_lora(model, r: int, alpha: int, dropout: float, targets: list[str], embed_id: int):
-    """LoRA adapters on ``targets`` plus a trainable row for the embed token (so gradients reach it)."""
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
-                        trainable_token_indices=[embed_id], task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
 
 
 def trainable_state(model) -> dict:

@@ -1,22 +1,24 @@
 """Stage 2: GRPO whose reward is the rank of the positive document in a live FAISS index (one readable loop).
 
-Setup: the start (SFT) model is the policy (LoRA on top, or all weights) and, with its adapter disabled or
-as a frozen copy, the KL reference. It encodes the training corpus (capped at ``max_corpus_docs``: every
-document the run's rows use plus seeded distractors) into a ``DocumentIndex`` stamped version 0, and a
-``RefreshPolicy`` builds its document kNN graph.
+Setup (``trainer_setup.load_trainee``, shared with SFT): the start (SFT) model is the policy (LoRA on top, or
+all weights) and, with its adapter disabled or as a frozen copy, the KL reference. It encodes the training
+corpus (capped at ``max_corpus_docs``: every document the run's rows use plus seeded distractors) into a
+``DocumentIndex`` stamped version 0, and a ``RefreshPolicy`` builds its document kNN graph.
 
-Each step ``s`` (the policy is version ``s``):
-  1. take ``queries_per_step`` rows (``common.batch_order``: a pure function of seed and step) and sample
-     ``group_size`` reasoning traces per query at ``temperature``;
-  2. one no-grad pass over prompt + trace (+ fallback suffix) gives each trace's embedding at the token and
-     the log-probs of its generated tokens (``old_logp``); a pass of the reference gives ``ref_logp``;
-  3. search the index: rank of the positive → ``combined_reward`` (rank + format); ``group_advantages``;
-  4. ``updates_per_step`` optimizer updates of ``clipped_policy_loss + beta · k3 KL`` over the traces of
-     groups with a reward spread (groups whose rewards are all equal carry no signal and are skipped, but
-     logged), plus ``lambda_nce · InfoNCE`` on (direct query, positive, negatives);
-  5. the policy becomes version ``s + 1`` and ``RefreshPolicy.step`` re-encodes the documents just used,
-     their graph neighbours, stale documents in the traces' top-k and the rotating slice; every
-     ``index.refresh.probe_every`` steps it measures fidelity against a full re-encode on probe queries.
+Each step ``s`` (the policy is version ``s``) runs five phases, each a function below, each timed
+(``time/<phase>_s``):
+  1. ``rollout``: take ``queries_per_step`` rows (``common.batch_order``: a pure function of seed and step) and
+     sample ``group_size`` reasoning traces per query at ``temperature``;
+  2. ``score``: one no-grad pass over prompt + trace (+ fallback suffix) gives each trace's embedding at the
+     token and the log-probs of its generated tokens (``old_logp``); a pass of the reference gives ``ref_logp``;
+  3. ``reward``: search the index: rank of the positive → ``combined_reward`` (rank + format) →
+     ``group_advantages``; groups whose rewards are all equal carry no signal (skipped by the update, logged);
+  4. ``update``: ``updates_per_step`` optimizer updates of ``ClippedPolicyLoss`` (clipped surrogate + beta · k3
+     KL, ``losses/clipped_policy.py``) over the traces of groups with a reward spread, plus ``lambda_nce ·
+     InfoNCE`` on (direct query, positive, negatives); the policy becomes version ``s + 1``;
+  5. ``refresh``: ``RefreshPolicy.step`` re-encodes the documents just used, their graph neighbours, stale
+     documents in the traces' top-k and the rotating slice; every ``index.refresh.probe_every`` steps it
+     measures fidelity against a full re-encode on probe queries.
 Every ``checkpoint_every`` steps the trainable weights, optimizer, scheduler, RNG states (incl. the torch
 generator that samples), step, history, kNN graph and an index snapshot are written; rerunning resumes
 there and reaches the same weights as an uninterrupted run. At the end the policy (LoRA merged) is
@@ -24,14 +26,15 @@ exported to ``out`` and the index snapshot, stamped with the exported weights' c
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import logging
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,25 +44,25 @@ from searchr3.index.config import IndexConfig
 from searchr3.index.refresh import REASONS as REFRESH_REASONS, KnnGraph, RefreshPolicy, refresh
 from searchr3.index.snapshot import load_snapshot, save_snapshot
 from searchr3.index.store import DocumentIndex
-from searchr3.model.config import ModelConfig
-from searchr3.model.embedder import Embedder, pad_batch
+from searchr3.model.config import IGNORE_INDEX, ModelConfig
+from searchr3.model.embedder import LabelledSequence, Reasoning, pad_batch, pad_labelled
 from searchr3.train import common
-from searchr3.train.advantages import clipped_policy_loss, group_advantages, masked_sequence_mean
+from searchr3.train.advantages import group_advantages
 from searchr3.train.grpo_config import GRPOConfig
+from searchr3.train.losses.clipped_policy import ClippedPolicyLoss, masked_sequence_mean
 from searchr3.train.losses.infonce import InfoNCELoss, has_negatives
-from searchr3.train.losses.reasoning_ce import IGNORE_INDEX, token_logprobs
+from searchr3.train.losses.reasoning_ce import token_logprobs
 from searchr3.train.losses.reference_kl import kl_k3
 from searchr3.train.rewards import combined_reward, rank_of
+from searchr3.train.trainer_setup import Trainee, load_trainee, row_documents, with_distractors
 
 log = logging.getLogger(__name__)
 
-# (ids, mask, positions, start) -> (final hidden states (B, T, h), LM logits from position `start` on (B, T - start, V))
-Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 REQUIRED_KEYS = ("query_id", "query", "positive", "negatives")
 INDEX_CHECKPOINTS = "index"
 
 
-# ---- data: rows → doc ids, the corpus the index holds -------------------------------------------
+# ---- data: rows → doc ids, the corpus the index holds --------------------------------------------
 
 def attach_doc_ids(rows: list[dict], corpus: dict[str, str]) -> tuple[list[dict], dict[str, str]]:
     """Rows with ``positive_id`` and ``negative_ids`` naming documents of the returned corpus.
@@ -98,43 +101,41 @@ def used_doc_ids(row: dict, negatives_per_query: int) -> list[str]:
 def select_corpus(rows: list[dict], corpus: dict[str, str], max_docs: int, seed: int) -> dict[str, str]:
     """Every document ``rows`` use, plus seeded distractors up to ``max_docs`` (0 = the whole corpus); sorted by id."""
     keep = {d for row in rows for d in [row["positive_id"], *row["negative_ids"]]}
-    others = sorted(set(corpus) - keep)
-    if max_docs > 0:
-        random.Random(seed).shuffle(others)
-        others = others[: max(0, max_docs - len(keep))]
-    return {d: corpus[d] for d in sorted(keep | set(others))}
+    return {d: corpus[d] for d in with_distractors(keep, corpus, max_docs, seed)}
+
+
+def open_index(trainee: Trainee, texts: dict[str, str], index_config: IndexConfig, ckpt: dict | None,
+               checkpoint_dir: str | Path, micro_batch: int, progress: bool) -> tuple[DocumentIndex, RefreshPolicy]:
+    """The live index and its refresh policy: the checkpoint's snapshot and kNN graph, or ``texts`` encoded at version 0."""
+    if ckpt is not None:
+        index = load_snapshot(Path(checkpoint_dir) / INDEX_CHECKPOINTS / ckpt["index_dir"], texts=texts)
+        index.encode_batch = index_config.encode_batch
+        return index, RefreshPolicy(index, index_config.refresh, graph=KnnGraph(ckpt["graph"]), progress=progress)
+    index = DocumentIndex.from_config(index_config)
+    index.build(list(texts), list(texts.values()), partial(trainee.encode_documents, batch_size=micro_batch),
+                version=0, progress=progress)
+    return index, RefreshPolicy(index, index_config.refresh, progress=progress)
 
 
 # ---- traces → tensors ---------------------------------------------------------------------------
 
-def trace_sequences(reasoning) -> tuple[list[list[int]], list[list[int]]]:
-    """``(ids, labels)`` per trace: prompt + generated (+ fallback suffix); labels on the generated tokens only.
-
-    The generated tokens include ``<|embed_token|>`` when the model emitted it; the fallback suffix is
-    not the policy's action and is not labelled.
-    """
-    seqs, labels = [], []
-    for prompt, generated, full in zip(reasoning.prompts, reasoning.generated, reasoning.full_ids):
-        tail = len(full) - len(prompt) - len(generated)
-        seqs.append(list(full))
-        labels.append([IGNORE_INDEX] * len(prompt) + list(generated) + [IGNORE_INDEX] * tail)
-    return seqs, labels
+def hidden_and_tail_logits(model, ids, mask, pos, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final hidden states of every position, LM logits only from position ``start`` on."""
+    hidden, _ = common.hidden_and_logits(model, ids, mask, pos, False)
+    return hidden, common.causal_lm(model).get_output_embeddings()(hidden[:, start:])
 
 
-def generated_logprobs(forward: Forward, seqs: list[list[int]], labels: list[list[int]], pad_id: int, device,
+def generated_logprobs(model, seqs: list[LabelledSequence], pad_id: int, device,
                        embed_id: int | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """Per sequence, the log-probs of its labelled tokens (1-D float32); the embeddings at the token if ``embed_id``.
 
     Logits are computed only from the position before the earliest labelled token on (the prompt needs none),
     which saves most of the (B, T, vocabulary) tensor.
     """
-    ids, mask, pos = pad_batch(seqs, pad_id, "right", device)
-    lab = torch.full_like(ids, IGNORE_INDEX)
-    for i, row in enumerate(labels):
-        lab[i, : len(row)] = torch.tensor(row)
+    ids, mask, pos, lab = pad_labelled(seqs, pad_id, device)
     labelled = (lab != IGNORE_INDEX).any(dim=0).nonzero()
     start = max(int(labelled[0]) - 1, 0) if len(labelled) else 0
-    hidden, logits = forward(ids, mask, pos, start)
+    hidden, logits = hidden_and_tail_logits(model, ids, mask, pos, start)
     logp, keep = token_logprobs(logits, lab[:, start:])
     rows = [logp[i][keep[i]] for i in range(len(seqs))]
     return rows, (common.pool(hidden, ids, embed_id) if embed_id is not None else None)
@@ -151,76 +152,175 @@ def chunks(items: list, size: int) -> list[list]:
     return [items[i: i + size] for i in range(0, len(items), max(1, size))]
 
 
-# ---- one step's pieces --------------------------------------------------------------------------
+# ---- the five phases of one step ----------------------------------------------------------------
 
-def score_traces(policy: Forward, reference: Forward, seqs, labels, embedder: Embedder, micro: int):
-    """No-grad pass of policy and reference: ``(old_logp rows, ref_logp rows, trace embeddings (n, d))``."""
-    old_rows, ref_rows, vectors = [], [], []
-    with torch.no_grad():
-        for part in chunks(list(range(len(seqs))), micro):
-            s, lab = [seqs[i] for i in part], [labels[i] for i in part]
-            rows, vec = generated_logprobs(policy, s, lab, embedder.pad_id, embedder.device, embedder.embed_token_id)
-            old_rows += rows
+@dataclass
+class Scores:
+    """Phase 2's output, one entry per trace."""
+
+    seqs: list[LabelledSequence]  # prompt + trace (+ fallback suffix), labelled on the generated tokens
+    old_logp: list[torch.Tensor]  # log-probs of the generated tokens under the policy that sampled them
+    ref_logp: list[torch.Tensor]  # ... under the frozen reference
+    vectors: np.ndarray  # (n, d) embeddings at the token
+
+
+@dataclass
+class Rewards:
+    """Phase 3's output, one entry per trace (groups of ``group_size`` consecutive traces)."""
+
+    ranked: list[list[str]]  # doc ids of the top hits in the live index
+    rewards: list[float]
+    advantages: torch.Tensor  # group-normalised rewards
+    active: list[int]  # traces of groups whose rewards differ (the others carry no policy signal)
+
+
+def rollout(trainee: Trainee, batch: list[dict], config: GRPOConfig) -> Reasoning:
+    """1. ``group_size`` reasoning traces per query, sampled from the current policy."""
+    trainee.model.eval()
+    with trainee.autocast():
+        return trainee.embedder.generate_reasoning([r["query"] for r in batch for _ in range(config.group_size)],
+                                                   batch_size=config.micro_batch, temperature=config.temperature,
+                                                   max_new_tokens=config.max_new_tokens)
+
+
+def score(trainee: Trainee, reasoning: Reasoning, micro_batch: int) -> Scores:
+    """2. No-grad passes over each trace: the policy's embedding and old log-probs, the reference's log-probs."""
+    e, seqs = trainee.embedder, reasoning.sequences()
+    old_logp, ref_logp, vectors = [], [], []
+    with torch.no_grad(), trainee.autocast():
+        for part in chunks(seqs, micro_batch):
+            rows, vec = generated_logprobs(trainee.model, part, e.pad_id, e.device, e.embed_token_id)
+            old_logp += rows
             vectors.append(vec.cpu())
-            ref_rows += generated_logprobs(reference, s, lab, embedder.pad_id, embedder.device)[0]
-    return old_rows, ref_rows, torch.cat(vectors).numpy()
+            with trainee.reference() as reference:
+                ref_logp += generated_logprobs(reference, part, e.pad_id, e.device)[0]
+    return Scores(seqs, old_logp, ref_logp, torch.cat(vectors).numpy())
 
 
-def policy_update(policy: Forward, seqs, labels, active: list[int], old_rows, ref_rows, advantages: torch.Tensor,
-                  embedder: Embedder, config: GRPOConfig, bf16: bool) -> dict[str, float]:
-    """Backward ``clipped_policy_loss + beta · k3 KL`` over the ``active`` traces, chunk by chunk (no optimizer step).
+def reward(index: DocumentIndex, batch: list[dict], reasoning: Reasoning, scores: Scores, config: GRPOConfig,
+           search_k: int) -> Rewards:
+    """3. Rank of each trace's positive in the live index → rank + format reward → group advantages."""
+    G = config.group_size
+    _, ranked = index.search(scores.vectors, search_k)
+    ranks = [rank_of(batch[i // G]["positive_id"], hits) for i, hits in enumerate(ranked)]
+    rewards = combined_reward(ranks, reasoning.emitted, config.reward_cutoff, config.w_rank, config.w_format)
+    advantages = group_advantages(rewards, G)
+    active = [i for i in range(len(rewards)) if has_spread(rewards[i // G * G:(i // G + 1) * G])]
+    return Rewards(ranked, rewards, advantages, active)
+
+
+def update(trainee: Trainee, batch: list[dict], scores: Scores, rewards: Rewards, policy_loss: ClippedPolicyLoss,
+           nce: InfoNCELoss, config: GRPOConfig) -> dict[str, float]:
+    """4. ``updates_per_step`` optimizer updates (policy loss on the active traces + λ_nce · InfoNCE), then the schedule."""
+    trainee.model.train()
+    for _ in range(config.updates_per_step):
+        losses = {"policy": 0.0, "kl_penalty": 0.0, "clip_fraction": 0.0}
+        if rewards.active:
+            losses = policy_backward(trainee, scores, rewards.active, rewards.advantages, policy_loss, config.micro_batch)
+        if config.lambda_nce > 0:
+            with trainee.autocast():
+                term = nce_loss(trainee, batch, nce, config)
+            (config.lambda_nce * term).backward()
+            losses["nce"] = float(term.detach())
+        grad_norm = trainee.optimizer_step(config.max_grad_norm)
+    trainee.scheduler.step()
+    return ({f"loss/{k}": v for k, v in losses.items() if k != "clip_fraction"}
+            | {"clip_fraction": losses["clip_fraction"], "lr": trainee.scheduler.get_last_lr()[0], "grad_norm": grad_norm})
+
+
+def refresh_index(refresher: RefreshPolicy, trainee: Trainee, batch: list[dict], rewards: Rewards, step: int,
+                  version: int, probe: list[str], config: GRPOConfig) -> dict:
+    """5. Re-encode with policy ``version`` what the refresh policy picks; fidelity on the probe queries when due."""
+    probe_every = refresher.config.probe_every
+    probe_vectors = None
+    if probe_every > 0 and step % probe_every == 0:
+        probe_vectors = trainee.encode_queries(probe, config.micro_batch)
+    used = list(dict.fromkeys(d for r in batch for d in used_doc_ids(r, config.negatives_per_query)))
+    return refresher.step(step, partial(trainee.encode_documents, batch_size=config.micro_batch), used, rewards.ranked,
+                          version, probe_query_vectors=probe_vectors)
+
+
+# ---- pieces of the phases -----------------------------------------------------------------------
+
+def has_spread(group_rewards: list[float]) -> bool:
+    """Whether a group's rewards differ (else its advantages are all 0 and it carries no policy signal)."""
+    return max(group_rewards) > min(group_rewards)
+
+
+def policy_backward(trainee: Trainee, scores: Scores, active: list[int], advantages: torch.Tensor,
+                    policy_loss: ClippedPolicyLoss, micro_batch: int) -> dict[str, float]:
+    """Backward ``ClippedPolicyLoss`` over the ``active`` traces, chunk by chunk (no optimizer step).
 
     Each chunk's loss is weighted by its share of the active traces, so the gradient is that of the mean
     over traces, whatever ``micro_batch``.
     """
+    e = trainee.embedder
     total = {"policy": 0.0, "kl_penalty": 0.0}
     clipped_tokens, tokens = 0.0, 0
-    for part in chunks(active, config.micro_batch):
-        with common.autocast(bf16, embedder.device):
-            rows, _ = generated_logprobs(policy, [seqs[i] for i in part], [labels[i] for i in part],
-                                         embedder.pad_id, embedder.device)
+    for part in chunks(active, micro_batch):
+        with trainee.autocast():
+            rows, _ = generated_logprobs(trainee.model, [scores.seqs[i] for i in part], e.pad_id, e.device)
         logp, mask = pad_rows(rows)
-        old, ref = pad_rows([old_rows[i] for i in part])[0], pad_rows([ref_rows[i] for i in part])[0]
-        result = clipped_policy_loss(logp, old, advantages[part].to(logp.device), mask, config.clip_eps)
-        kl = masked_sequence_mean(kl_k3(logp, ref), mask)
+        old, ref = pad_rows([scores.old_logp[i] for i in part])[0], pad_rows([scores.ref_logp[i] for i in part])[0]
+        out = policy_loss(logp, old, ref, advantages[part].to(logp.device), mask)
         share = len(part) / len(active)
-        loss = (result.loss + config.beta * kl) * share
+        loss = out.total * share
         if loss.requires_grad:
             loss.backward()
-        total["policy"] += float(result.loss.detach()) * share
-        total["kl_penalty"] += float(kl.detach()) * share
+        total["policy"] += float(out.policy.detach()) * share
+        total["kl_penalty"] += float(out.kl.detach()) * share
         n_tokens = int(mask.sum())
-        clipped_tokens += result.clip_fraction * n_tokens
+        clipped_tokens += out.clip_fraction * n_tokens
         tokens += n_tokens
     return total | {"clip_fraction": clipped_tokens / tokens if tokens else 0.0}
 
 
-def nce_loss(model, embedder: Embedder, rows: list[dict], loss_fn: InfoNCELoss, config: GRPOConfig) -> torch.Tensor:
-    """InfoNCE on (direct query embedding, positive, ``negatives_per_query`` hard negatives), with gradient."""
-    k = config.negatives_per_query
-    q_ids, q_mask, q_pos = pad_batch(embedder.tokenize_queries([r["query"] for r in rows]), embedder.pad_id, "right", embedder.device)
-    q_vec = common.pool(common.hidden_and_logits(model, q_ids, q_mask, q_pos, False)[0], q_ids, embedder.embed_token_id)
-    docs = []
-    for r in rows:
-        negs = list(r["negatives"][:k])
-        negs += [negs[-1] if negs else r["positive"]] * (k - len(negs))  # pad short lists by repetition
-        docs += [r["positive"]] + negs
-    d_ids, d_mask, d_pos = pad_batch(embedder.tokenize_documents(docs), embedder.pad_id, "right", embedder.device)
+def nce_loss(trainee: Trainee, rows: list[dict], loss_fn: InfoNCELoss, config: GRPOConfig) -> torch.Tensor:
+    """InfoNCE on (direct query embedding, positive, ``negatives_per_query`` hard negatives), with gradient.
+
+    A row without a mined negative gets its positive in the negative slots (``row_documents(missing="positive")``).
+    """
+    e, model, k = trainee.embedder, trainee.model, config.negatives_per_query
+    q_ids, q_mask, q_pos = pad_batch(e.tokenize_queries([r["query"] for r in rows]), e.pad_id, "right", e.device)
+    q_vec = common.pool(common.hidden_and_logits(model, q_ids, q_mask, q_pos, False)[0], q_ids, e.embed_token_id)
+    docs = e.tokenize_documents(row_documents(rows, k, missing="positive"))
+    d_ids, d_mask, d_pos = pad_batch(docs, e.pad_id, "right", e.device)
     with torch.set_grad_enabled(config.nce_doc_grad):
         d_hidden = common.hidden_and_logits(model, d_ids, d_mask, d_pos, False)[0]
-        d_vec = common.pool(d_hidden, d_ids, embedder.embed_token_id).view(len(rows), 1 + k, -1)
+        d_vec = common.pool(d_hidden, d_ids, e.embed_token_id).view(len(rows), 1 + k, -1)
     return loss_fn(q_vec, d_vec[:, 0], d_vec[:, 1:] if k else None)
 
 
-def step_metrics(rewards: list[float], emitted: list[bool], group_size: int, old_rows, ref_rows,
-                 reasoning) -> dict[str, float]:
-    r = np.asarray(rewards, dtype=np.float64)
+class PhaseTimer:
+    """Wall seconds of each named phase, measured around the phase itself: ``with timer("score"): ...``."""
+
+    def __init__(self):
+        self.started, self.seconds = time.perf_counter(), {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.seconds[phase] = time.perf_counter() - started
+
+    def metrics(self) -> dict[str, float]:
+        return {f"time/{p}_s": s for p, s in self.seconds.items()} | {"time/step_s": time.perf_counter() - self.started}
+
+
+def step_metrics(reasoning: Reasoning, scores: Scores, rewards: Rewards, group_size: int) -> dict[str, float]:
+    r = np.asarray(rewards.rewards, dtype=np.float64)
     groups = r.reshape(-1, group_size)
-    old, mask = pad_rows(old_rows)
-    kl = float(masked_sequence_mean(kl_k3(old, pad_rows(ref_rows)[0]), mask))
+    old, mask = pad_rows(scores.old_logp)
+    kl = float(masked_sequence_mean(kl_k3(old, pad_rows(scores.ref_logp)[0]), mask))
     return {"reward/mean": float(r.mean()), "reward/std": float(r.std()), "reward/share_ge_half": float((r >= 0.5).mean()),
-            "emitted": float(np.mean(emitted)), "groups/active": float((groups.max(1) > groups.min(1)).mean()),
+            "emitted": float(np.mean(reasoning.emitted)), "groups/active": float((groups.max(1) > groups.min(1)).mean()),
             "kl": kl, "trace_tokens": float(np.mean([len(g) for g in reasoning.generated]))}
+
+
+def refresh_metrics(stats: dict) -> dict[str, float]:
+    metrics = {"refresh/size": stats["refreshed"], **{f"refresh/{k}": stats[k] for k in REFRESH_REASONS},
+               "index/staleness_mean": stats["staleness_mean"], "index/staleness_max": stats["staleness_max"]}
+    return metrics | ({"index/fidelity": stats["fidelity"]} if stats["fidelity"] is not None else {})
 
 
 # ---- the loop -----------------------------------------------------------------------------------
@@ -239,173 +339,66 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
     _check_config(config)
     if not train_rows:
         raise ValueError("no training rows")
-    common.seed_everything(config.seed)
-    started = time.time()
-    embedder = Embedder.from_pretrained(start_dir, config=copy.deepcopy(model_config), precision="fp32")
-    embedder.config.max_doc_tokens, embedder.config.max_query_tokens = config.max_doc_tokens, config.max_query_tokens
-    tokenizer, device, embed_id = embedder.tokenizer, embedder.device, embedder.embed_token_id
-    start_checksum = embedder.checksum
-    bf16 = common.use_bf16(config.precision, device)
-    model, policy, reference = policy_and_reference(embedder, config)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: common.lr_factor(s, config.warmup_steps, config.steps))
+    policy_loss = ClippedPolicyLoss(clip_eps=config.clip_eps, beta=config.beta)
     nce = InfoNCELoss(temperature=config.nce_temperature, in_batch_negatives=True)
-
+    started = time.time()
+    trainee = load_trainee(start_dir, model_config, config, max_doc_tokens=config.max_doc_tokens,
+                           max_query_tokens=config.max_query_tokens)
+    start_checksum = trainee.embedder.checksum
     order = common.batch_order(len(train_rows), config.queries_per_step, config.steps, config.seed)
     rows, full_corpus = attach_doc_ids(train_rows, corpus)
     texts = select_corpus([rows[i] for step in order for i in step], full_corpus, config.max_corpus_docs, config.seed)
     probe = [rows[i]["query"] for i in sorted(random.Random(config.seed).sample(
         range(len(rows)), min(index_config.refresh.probe_size, len(rows))))]
-
-    def encode_fn(batch: list[str]) -> np.ndarray:
-        model.eval()
-        with common.autocast(bf16, device):
-            return embedder.encode_documents(batch, batch_size=config.micro_batch)
-
-    fingerprint = common.fingerprint(config, start_checksum, train_rows, [dataclasses.asdict(index_config), sorted(corpus)])
-    state = {"step": 0, "policy_version": 0, "history": [], "fingerprint": fingerprint}
-    ckpt = common.restore(checkpoint_dir, fingerprint, model, optimizer, scheduler)
-    if ckpt is not None:
-        state = ckpt["state"]
-        index = load_snapshot(Path(checkpoint_dir) / INDEX_CHECKPOINTS / ckpt["index_dir"], texts=texts)
-        index.encode_batch = index_config.encode_batch
-        refresher = RefreshPolicy(index, index_config.refresh, graph=KnnGraph(ckpt["graph"]), progress=progress)
-    else:
-        index = DocumentIndex.from_config(index_config)
-        index.build(list(texts), list(texts.values()), encode_fn, version=0, progress=progress)
-        refresher = RefreshPolicy(index, index_config.refresh, progress=progress)
-
-    def encode_queries(queries: list[str]) -> np.ndarray:
-        model.eval()
-        with common.autocast(bf16, device):
-            return embedder.encode_queries(queries, batch_size=config.micro_batch).vectors
-
-    def notify(metrics: dict, refresh_stats: dict | None) -> None:
-        if on_step is not None:
-            on_step({"step": state["step"], "index": index, "encode_documents": encode_fn, "encode_queries": encode_queries,
-                     "metrics": metrics, "refresh": refresh_stats})
-
-    notify({}, None)
+    fingerprint = common.fingerprint(config, start_checksum, train_rows, [asdict(index_config), sorted(corpus)])
+    ckpt = trainee.restore(checkpoint_dir, fingerprint)
+    state = ckpt["state"] if ckpt is not None else {"step": 0, "policy_version": 0, "history": [], "fingerprint": fingerprint}
+    index, refresher = open_index(trainee, texts, index_config, ckpt, checkpoint_dir, config.micro_batch, progress)
+    view = {"index": index, "encode_documents": partial(trainee.encode_documents, batch_size=config.micro_batch),
+            "encode_queries": partial(trainee.encode_queries, batch_size=config.micro_batch)}
+    if on_step:
+        on_step(view | {"step": state["step"], "metrics": {}, "refresh": None})
     live = common.open_live(live_dir, resume=ckpt is not None)
     search_k = max(config.reward_cutoff, index_config.refresh.topk_stale)
-    G = config.group_size
 
     bar = common.progress_bar(config.steps, state["step"], progress, "rl")
     for step in range(state["step"], config.steps):
-        step_started = time.time()
-        batch = [rows[i] for i in order[step]]
-        # 1-3. sample G traces per query with policy version `step`, score them against the live index
-        model.eval()
-        with common.autocast(bf16, device):
-            reasoning = embedder.generate_reasoning([r["query"] for r in batch for _ in range(G)], batch_size=config.micro_batch,
-                                                    temperature=config.temperature, max_new_tokens=config.max_new_tokens)
-            timings = {"time/generate_s": time.time() - step_started}
-            seqs, labels = trace_sequences(reasoning)
-            old_rows, ref_rows, vectors = score_traces(policy, reference, seqs, labels, embedder, config.micro_batch)
-        _, ranked = index.search(vectors, search_k)
-        ranks = [rank_of(batch[i // G]["positive_id"], hits) for i, hits in enumerate(ranked)]
-        rewards = combined_reward(ranks, reasoning.emitted, config.reward_cutoff, config.w_rank, config.w_format)
-        advantages = group_advantages(rewards, G)
-        active = [i for i in range(len(seqs)) if has_spread(rewards[i // G * G:(i // G + 1) * G])]
-        metrics = step_metrics(rewards, reasoning.emitted, G, old_rows, ref_rows, reasoning)
-        timings["time/score_s"] = time.time() - step_started - sum(timings.values())
-        # 4. policy update(s): clipped surrogate + β·KL on groups with a reward spread, λ·InfoNCE on the documents
-        model.train()
-        for _ in range(config.updates_per_step):
-            losses = {"policy": 0.0, "kl_penalty": 0.0, "clip_fraction": 0.0}
-            if active:
-                losses = policy_update(policy, seqs, labels, active, old_rows, ref_rows, advantages, embedder, config, bf16)
-            if config.lambda_nce > 0:
-                with common.autocast(bf16, device):
-                    term = nce_loss(model, embedder, batch, nce, config)
-                (config.lambda_nce * term).backward()
-                losses["nce"] = float(term.detach())
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
+        batch, timer = [rows[i] for i in order[step]], PhaseTimer()
+        with timer("rollout"):  # 1. G traces per query from policy version `step`
+            reasoning = rollout(trainee, batch, config)
+        with timer("score"):  # 2. their embeddings, old and reference log-probs
+            scores = score(trainee, reasoning, config.micro_batch)
+        with timer("reward"):  # 3. rank of the positive in the live index → rewards → advantages
+            rewards = reward(index, batch, reasoning, scores, config, search_k)
+        with timer("update"):  # 4. clipped policy loss + β·KL (+ λ·InfoNCE) → optimizer
+            losses = update(trainee, batch, scores, rewards, policy_loss, nce, config)
         state["step"] = state["policy_version"] = step + 1
-        timings["time/update_s"] = time.time() - step_started - sum(timings.values())
-        # 5. refresh the index with policy version step + 1; probe fidelity when due
-        probe_vectors = None
-        if index_config.refresh.probe_every > 0 and step % index_config.refresh.probe_every == 0:
-            probe_vectors = encode_queries(probe)
-        used = list(dict.fromkeys(d for r in batch for d in used_doc_ids(r, config.negatives_per_query)))
-        stats = refresher.step(step, encode_fn, used, ranked, state["policy_version"], probe_query_vectors=probe_vectors)
-        timings["time/refresh_s"] = time.time() - step_started - sum(timings.values())  # probe included when due
-        metrics |= {f"loss/{k}": v for k, v in losses.items() if k != "clip_fraction"}
-        metrics |= {"clip_fraction": losses["clip_fraction"], "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                    "refresh/size": stats["refreshed"], **{f"refresh/{k}": stats[k] for k in REFRESH_REASONS},
-                    "index/staleness_mean": stats["staleness_mean"], "index/staleness_max": stats["staleness_max"],
-                    **timings, "time/step_s": time.time() - step_started}
-        if stats["fidelity"] is not None:
-            metrics["index/fidelity"] = stats["fidelity"]
+        with timer("refresh"):  # 5. re-encode what the new policy version made stale
+            stats = refresh_index(refresher, trainee, batch, rewards, step, state["policy_version"], probe, config)
+        metrics = step_metrics(reasoning, scores, rewards, config.group_size) | losses | refresh_metrics(stats)
+        metrics |= timer.metrics()
         common.log_metrics(live, metrics, state["step"])
-        notify(metrics, stats)
+        if on_step:
+            on_step(view | {"step": state["step"], "metrics": metrics, "refresh": stats})
         state["history"].append({"step": state["step"], **metrics})
         if bar:
             bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", emit=f"{metrics['emitted']:.2f}")
             bar.update(1)
         if state["step"] % config.checkpoint_every == 0 or state["step"] == config.steps:
-            save_checkpoint(checkpoint_dir, model, optimizer, scheduler, state, index, refresher.graph, start_checksum)
+            save_checkpoint(checkpoint_dir, trainee, state, index, refresher.graph, start_checksum)
     if bar:
         bar.close()
 
-    final_refreshed = 0
-    if config.final_refresh:
-        stale = [d for d, v in zip(index.doc_ids, index.versions) if v < state["policy_version"]]
-        final_refreshed = refresh(index, stale, encode_fn, state["policy_version"], progress=progress)
-    summary = summarize(state["history"], config, len(rows), len(index), final_refreshed, time.time() - started)
-    manifest = {"stage": "rl", "start": str(start_dir), "start_weights_sha256": start_checksum, "embed_token_id": embed_id,
-                "rl": summary}
-    common.export_model(model, tokenizer, out, manifest)
-    summary["model_checksum"] = json.loads((Path(out) / "manifest.json").read_text())["weights_sha256"]
-    stale_now = index.staleness(state["policy_version"])
-    save_snapshot(index, index_out, {"model_checksum": summary["model_checksum"], "stage": "rl", "model_dir": str(out),
-                                     "policy_version": state["policy_version"], "staleness_mean": stale_now["mean_lag"],
-                                     "staleness_max": stale_now["max_lag"]})
+    summary = finish(trainee, index, state, config, start_dir, start_checksum, out, index_out, len(rows), started,
+                     progress)
     if live is not None:
         live.end()
     return summary
 
 
-def has_spread(group_rewards: list[float]) -> bool:
-    """Whether a group's rewards differ (else its advantages are all 0 and it carries no policy signal)."""
-    return max(group_rewards) > min(group_rewards)
+# ---- checkpoint and export ----------------------------------------------------------------------
 
-
-def policy_and_reference(embedder: Embedder, config: GRPOConfig):
-    """``(trainable model, policy forward, reference forward)``; the reference is the start model, never trained."""
-    model = embedder.model
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    if config.mode == "lora":
-        model = common.wrap_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets,
-                                 embedder.embed_token_id)
-
-        def reference(ids, mask, pos, start):
-            with model.disable_adapter():
-                return hidden_and_tail_logits(model, ids, mask, pos, start)
-    else:
-        frozen = copy.deepcopy(model).eval().requires_grad_(False)
-
-        def reference(ids, mask, pos, start):
-            return hidden_and_tail_logits(frozen, ids, mask, pos, start)
-
-    def policy(ids, mask, pos, start):
-        return hidden_and_tail_logits(model, ids, mask, pos, start)
-
-    return model, policy, reference
-
-
-def hidden_and_tail_logits(model, ids, mask, pos, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Final hidden states of every position, LM logits only from position ``start`` on."""
-    hidden, _ = common.hidden_and_logits(model, ids, mask, pos, False)
-    return hidden, common.causal_lm(model).get_output_embeddings()(hidden[:, start:])
-
-
-def save_checkpoint(checkpoint_dir, model, optimizer, scheduler, state: dict, index: DocumentIndex, graph: KnnGraph,
+def save_checkpoint(checkpoint_dir, trainee: Trainee, state: dict, index: DocumentIndex, graph: KnnGraph,
                     start_checksum: str) -> None:
     """Index snapshot in a folder named after the step, then the atomic checkpoint that names it, then drop older snapshots.
 
@@ -415,13 +408,32 @@ def save_checkpoint(checkpoint_dir, model, optimizer, scheduler, state: dict, in
     name = f"step-{state['step']:06d}"
     save_snapshot(index, snapshots / name, {"model_checksum": f"{start_checksum}+rl-step-{state['step']}",
                                             "policy_version": state["policy_version"]})
-    common.save_checkpoint(checkpoint_dir, {
-        "weights": common.trainable_state(model), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        "rng": common.rng_state(),
-        "state": state, "index_dir": name, "graph": graph.neighbours.copy()})
+    trainee.save(checkpoint_dir, state, index_dir=name, graph=graph.neighbours.copy())
     for old in snapshots.glob("step-*"):
         if old.name != name:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def finish(trainee: Trainee, index: DocumentIndex, state: dict, config: GRPOConfig, start_dir, start_checksum: str,
+           out, index_out, n_rows: int, started: float, progress: bool) -> dict:
+    """Final refresh (``final_refresh``), the policy exported (LoRA merged) to ``out``, the index snapshot to
+    ``index_out`` stamped with the exported weights' checksum; returns the run summary."""
+    version = state["policy_version"]
+    final_refreshed = 0
+    if config.final_refresh:
+        stale = [d for d, v in zip(index.doc_ids, index.versions) if v < version]
+        final_refreshed = refresh(index, stale, partial(trainee.encode_documents, batch_size=config.micro_batch),
+                                  version, progress=progress)
+    summary = summarize(state["history"], config, n_rows, len(index), final_refreshed, time.time() - started)
+    manifest = {"stage": "rl", "start": str(start_dir), "start_weights_sha256": start_checksum,
+                "embed_token_id": trainee.embed_id, "rl": summary}
+    trainee.export(out, manifest)
+    summary["model_checksum"] = json.loads((Path(out) / "manifest.json").read_text())["weights_sha256"]
+    stale_now = index.staleness(version)
+    save_snapshot(index, index_out, {"model_checksum": summary["model_checksum"], "stage": "rl", "model_dir": str(out),
+                                     "policy_version": version, "staleness_mean": stale_now["mean_lag"],
+                                     "staleness_max": stale_now["max_lag"]})
+    return summary
 
 
 def summarize(history: list[dict], config: GRPOConfig, n_rows: int, n_docs: int, final_refreshed: int, wall_s: float) -> dict:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from searchr3.train.lora import LoRAConfig
+
 
 @dataclass
 class GRPOConfig:
     mode: str = "lora"  # lora | full
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0  # 0 keeps a killed-and-resumed run bit-identical to an uninterrupted one
-    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    lora: LoRAConfig = field(default_factory=LoRAConfig)  # mode lora: rank, alpha, dropout, target modules (rl.lora.r ...)
     steps: int = 12  # optimizer steps = policy versions added; one index refresh after each
     queries_per_step: int = 4  # training queries per step (each gets a group of group_size traces)
     group_size: int = 4  # G: traces sampled per query; advantages are normalised within the group (>= 2)

@@ -8,28 +8,28 @@ Each optimizer step takes ``batch_size`` training rows (query, positive, hard ne
     ``doc_grad`` (GPU), otherwise without (the CPU default: documents cost 3x less forward-only);
   * loss = λ_ce·CE + λ_kl·KL(policy‖reference) + λ_nce·InfoNCE + λ_tri·Triplet (``CompositeLoss``).
 The reference for KL is the base model: the LoRA model with its adapter disabled, or a frozen copy in
-full fine-tuning. Every ``checkpoint_every`` steps the trainable weights, optimizer, scheduler, RNG
+full fine-tuning (``trainer_setup.load_trainee``, shared with GRPO). Every ``checkpoint_every`` steps the trainable weights, optimizer, scheduler, RNG
 states, step and best dev score are written atomically; rerunning resumes there and, the batch order
 being a pure function of the seed and step, reaches the same weights as an uninterrupted run.
 Every ``eval_every`` steps dev nDCG@10 is measured; the best state is exported (LoRA merged) to ``out``.
 """
 from __future__ import annotations
 
-import copy
 import logging
-import random
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import torch
 
 from searchr3.data.types import RetrievalSet
-from searchr3.model.config import ModelConfig
-from searchr3.model.embedder import Embedder, pad_batch
+from searchr3.model.config import IGNORE_INDEX, ModelConfig
+from searchr3.model.embedder import Embedder, pad_batch, pad_labelled
 from searchr3.train import common
 from searchr3.train.losses.composite import CompositeLoss
-from searchr3.train.losses.reasoning_ce import IGNORE_INDEX
 from searchr3.train.sft_config import SFTConfig
+from searchr3.train.trainer_setup import Trainee, drop_rows_without_negatives, load_trainee, row_documents, with_distractors
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,8 @@ def trim_dev(rs: RetrievalSet, max_queries: int, max_docs: int, seed: int) -> Re
     """A cheaper dev set for in-training evaluation: the first queries, their positives, seeded distractors."""
     qids = sorted(rs.judged_queries())[:max_queries]
     keep = {d for q in qids for d, r in rs.qrels[q].items() if r > 0 and d in rs.corpus}
-    others = sorted(set(rs.corpus) - keep)
-    random.Random(seed).shuffle(others)
-    keep |= set(others[: max(0, max_docs - len(keep))])
-    return RetrievalSet(rs.name, {d: rs.corpus[d] for d in sorted(keep)}, {q: rs.queries[q] for q in qids},
-                        {q: rs.qrels[q] for q in qids}, rs.meta)
+    return RetrievalSet(rs.name, {d: rs.corpus[d] for d in with_distractors(keep, rs.corpus, max_docs, seed)},
+                        {q: rs.queries[q] for q in qids}, {q: rs.qrels[q] for q in qids}, rs.meta)
 
 
 class SFTBatchBuilder:
@@ -51,36 +48,22 @@ class SFTBatchBuilder:
     def __init__(self, embedder: Embedder, config: SFTConfig, traces: dict[str, str]):
         self.e, self.c, self.traces = embedder, config, traces
 
-    def query_sequence(self, row: dict) -> tuple[list[int], list[int]]:
-        """(ids, labels): with a trace, prompt + trace + token and labels on trace + token only."""
-        trace = self.traces.get(row["query_id"])
-        e = self.e
-        if trace is None:
-            ids = e._fill(e._query, row["query"], self.c.max_query_tokens)
-            return ids, [IGNORE_INDEX] * len(ids)
-        prompt = e._fill(e._reason, row["query"], self.c.max_query_tokens)
-        target = e._ids(trace)[: self.c.max_trace_tokens] + [e.embed_token_id]
-        return prompt + target, [IGNORE_INDEX] * len(prompt) + target
-
     def build(self, rows: list[dict]) -> dict:
         e, k = self.e, self.c.negatives_per_query
-        queries = [self.query_sequence(r) for r in rows]
-        q_ids, q_mask, q_pos = pad_batch([q for q, _ in queries], e.pad_id, "right", e.device)
-        labels = torch.full_like(q_ids, IGNORE_INDEX)
-        for i, (_, lab) in enumerate(queries):
-            labels[i, : len(lab)] = torch.tensor(lab)
-        docs = []
-        for r in rows:
-            negs = list(r["negatives"][:k])
-            negs += [negs[-1]] * (k - len(negs))  # pad short lists by repetition (rows without any are dropped)
-            docs += [r["positive"]] + negs
-        doc_ids = [e._fill(e._doc, t, self.c.max_doc_tokens) for t in docs]
-        d_ids, d_mask, d_pos = pad_batch(doc_ids, e.pad_id, "right", e.device)
-        return {"q": (q_ids, q_mask, q_pos), "labels": labels, "d": (d_ids, d_mask, d_pos), "k": k,
+        queries = e.query_sequences([r["query"] for r in rows], [self.traces.get(r["query_id"]) for r in rows],
+                                    self.c.max_query_tokens, self.c.max_trace_tokens)
+        q_ids, q_mask, q_pos, labels = pad_labelled(queries, e.pad_id, e.device)
+        docs = e.tokenize_documents(row_documents(rows, k, missing="error"), self.c.max_doc_tokens)
+        return {"q": (q_ids, q_mask, q_pos), "labels": labels, "d": pad_batch(docs, e.pad_id, "right", e.device), "k": k,
                 "has_trace": bool((labels != IGNORE_INDEX).any())}
 
 
-def compute_loss(model, reference_fn, batch: dict, loss_fn: CompositeLoss, embed_id: int, config: SFTConfig):
+Reference = Callable[[], AbstractContextManager[torch.nn.Module]]
+
+
+def compute_loss(model, batch: dict, loss_fn: CompositeLoss, embed_id: int, config: SFTConfig,
+                 reference: Reference | None = None):
+    """The composite loss of one built batch; ``reference`` (``Trainee.reference``) is needed for the KL term."""
     q_ids, q_mask, q_pos = batch["q"]
     want_logits = batch["has_trace"] and (config.lambda_ce > 0 or config.lambda_kl > 0)
     hidden, logits = common.hidden_and_logits(model, q_ids, q_mask, q_pos, want_logits)
@@ -91,22 +74,21 @@ def compute_loss(model, reference_fn, batch: dict, loss_fn: CompositeLoss, embed
         d_vec = common.pool(d_hidden, d_ids, embed_id).view(len(q_ids), 1 + batch["k"], -1)
     ref_logits = None
     if want_logits and config.lambda_kl > 0:
-        with torch.no_grad():
-            ref_logits = reference_fn(q_ids, q_mask, q_pos)
+        with torch.no_grad(), reference() as ref:
+            ref_logits = common.hidden_and_logits(ref, q_ids, q_mask, q_pos, True)[1]
     return loss_fn(logits=logits if want_logits else None, labels=batch["labels"] if want_logits else None,
                    reference_logits=ref_logits, queries=q_vec, positives=d_vec[:, 0],
                    hard_negatives=d_vec[:, 1:] if batch["k"] else None)
 
 
-def dev_ndcg(model, tokenizer, model_config: ModelConfig, dev: RetrievalSet, bf16: bool, device) -> float:
+def dev_ndcg(trainee: Trainee, dev: RetrievalSet) -> float:
     from searchr3.eval.dense import dense_search
     from searchr3.eval.metrics import compute_metrics
 
-    lm = common.causal_lm(model)
-    embedder = Embedder(lm, tokenizer, model_config)
-    with torch.no_grad(), common.autocast(bf16, device):
-        result = dense_search(embedder, dev, k=100, cache_dir=None)
-    model.train()
+    trainee.model.eval()
+    with torch.no_grad(), trainee.autocast():
+        result = dense_search(trainee.embedder, dev, k=100, cache_dir=None)
+    trainee.model.train()
     return compute_metrics(dev.qrels, result.run)["ndcg@10"]
 
 
@@ -116,51 +98,27 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
     """Run (or resume) SFT; export the best model to ``out``; return the summary metrics."""
     if config.mode not in ("lora", "full"):
         raise ValueError(f"sft.mode must be lora or full, not {config.mode!r}")
-    if config.negatives_per_query > 0:
-        usable = [r for r in train_rows if r["negatives"]]
-        if len(usable) < len(train_rows):
-            log.warning("dropping %d training rows without a mined negative", len(train_rows) - len(usable))
-        train_rows = usable
+    train_rows = drop_rows_without_negatives(train_rows, config.negatives_per_query)
     if not train_rows:
         raise ValueError("no training rows")
-    common.seed_everything(config.seed)
     started = time.time()
-    embedder = Embedder.from_pretrained(base_dir, config=copy.deepcopy(model_config), precision="fp32")
-    tokenizer, device, embed_id = embedder.tokenizer, embedder.device, embedder.embed_token_id
-    embedder.config.max_doc_tokens = config.max_doc_tokens
-    bf16 = common.use_bf16(config.precision, device)
-    model = embedder.model
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    if config.mode == "lora":
-        model = common.wrap_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets, embed_id)
-
-        def reference_fn(ids, mask, pos):
-            with model.disable_adapter():
-                return common.hidden_and_logits(model, ids, mask, pos, True)[1]
-    else:
-        frozen = copy.deepcopy(model).eval().requires_grad_(False)
-
-        def reference_fn(ids, mask, pos):
-            return common.hidden_and_logits(frozen, ids, mask, pos, True)[1]
+    trainee = load_trainee(base_dir, model_config, config, max_doc_tokens=config.max_doc_tokens)
+    model, embed_id = trainee.model, trainee.embed_id
     model.train()
-    builder = SFTBatchBuilder(embedder, config, traces or {})
+    builder = SFTBatchBuilder(trainee.embedder, config, traces or {})
     loss_fn = CompositeLoss(config.lambda_ce, config.lambda_kl, config.lambda_nce, config.lambda_tri,
                             temperature=config.temperature, in_batch_negatives=config.in_batch_negatives, margin=config.margin)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: common.lr_factor(s, config.warmup_steps, config.steps))
     order = common.batch_order(len(train_rows), config.batch_size, config.steps, config.seed)
 
-    fingerprint = common.fingerprint(config, embedder.checksum, train_rows, traces)
+    fingerprint = common.fingerprint(config, trainee.embedder.checksum, train_rows, traces)
     state = {"step": 0, "best": None, "best_step": None, "best_weights": None, "history": [], "fingerprint": fingerprint}
-    ckpt = common.restore(checkpoint_dir, fingerprint, model, optimizer, scheduler)
+    ckpt = trainee.restore(checkpoint_dir, fingerprint)
     if ckpt is not None:
         state = ckpt["state"]
     live = common.open_live(live_dir, resume=ckpt is not None)
     dev_trim = trim_dev(dev, config.dev_max_queries, config.dev_max_docs, config.seed) if dev else None
     if dev_trim is not None and state["step"] == 0 and "base_dev_ndcg@10" not in state:
-        state["base_dev_ndcg@10"] = dev_ndcg(model, tokenizer, embedder.config, dev_trim, bf16, device)
+        state["base_dev_ndcg@10"] = dev_ndcg(trainee, dev_trim)
 
     bar = common.progress_bar(config.steps, state["step"], progress, "sft")
     micro = max(1, config.batch_size // max(1, config.grad_accum))
@@ -169,20 +127,18 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
         totals: dict[str, float] = {}
         chunks = [rows[i:i + micro] for i in range(0, len(rows), micro)]
         for chunk in chunks:
-            with common.autocast(bf16, device):
-                result = compute_loss(model, reference_fn, builder.build(chunk), loss_fn, embed_id, config)
+            with trainee.autocast():
+                result = compute_loss(model, builder.build(chunk), loss_fn, embed_id, config, trainee.reference)
             (result.total / len(chunks)).backward()
             for k, v in (result.components | {"total": float(result.total.detach())}).items():
                 totals[k] = totals.get(k, 0.0) + v / len(chunks)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm = trainee.optimizer_step(config.max_grad_norm)
+        trainee.scheduler.step()
         state["step"] = step + 1
-        metrics = {f"loss/{k}": v for k, v in totals.items()} | {"lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm}
+        metrics = {f"loss/{k}": v for k, v in totals.items()} | {"lr": trainee.scheduler.get_last_lr()[0], "grad_norm": grad_norm}
         last = state["step"] == config.steps
         if dev_trim is not None and (state["step"] % config.eval_every == 0 or last):
-            score = dev_ndcg(model, tokenizer, embedder.config, dev_trim, bf16, device)
+            score = dev_ndcg(trainee, dev_trim)
             metrics["dev/ndcg@10"] = score
             if state["best"] is None or score > state["best"]:
                 state.update(best=score, best_step=state["step"], best_weights=common.trainable_state(model))
@@ -192,8 +148,7 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
             bar.set_postfix(loss=f"{totals['total']:.3f}", **({"dev": f"{metrics['dev/ndcg@10']:.3f}"} if "dev/ndcg@10" in metrics else {}))
             bar.update(1)
         if state["step"] % config.checkpoint_every == 0 or last:
-            common.save_checkpoint(checkpoint_dir, {"weights": common.trainable_state(model), "optimizer": optimizer.state_dict(),
-                                                    "scheduler": scheduler.state_dict(), "rng": common.rng_state(), "state": state})
+            trainee.save(checkpoint_dir, state)
     if bar:
         bar.close()
     if state["best_weights"] is not None:
@@ -203,7 +158,7 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
                "traces_used": len(traces or {}), "train_rows": len(train_rows), "wall_s": round(time.time() - started, 1),
                "final_loss": state["history"][-1].get("loss/total") if state["history"] else None}
     manifest = {"stage": "sft", "base": str(base_dir), "embed_token_id": embed_id, "sft": summary}
-    common.export_model(model, tokenizer, out, manifest)
+    trainee.export(out, manifest)
     if live is not None:
         live.end()
     return summary

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from searchr3.train.lora import LoRAConfig
+
 
 @dataclass
 class SFTConfig:
     mode: str = "lora"  # lora | full
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0  # 0 keeps a killed-and-resumed run bit-identical to an uninterrupted one
-    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    lora: LoRAConfig = field(default_factory=LoRAConfig)  # mode lora: rank, alpha, dropout, target modules (sft.lora.r ...)
     steps: int = 48  # optimizer steps
     batch_size: int = 8  # queries per optimizer step (split into grad_accum micro-batches)
     grad_accum: int = 1

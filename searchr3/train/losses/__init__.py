@@ -5,9 +5,12 @@
 - :mod:`.reasoning_ce` — ``ReasoningCELoss``: next-token CE on reasoning tokens; ``reasoning_labels``.
 - :mod:`.reference_kl` — ``ReferenceKLLoss``: token KL(policy ‖ frozen reference); ``kl_k3`` for GRPO.
 - :mod:`.composite` — ``CompositeLoss``: the weighted SFT sum with per-term logging.
+- :mod:`.clipped_policy` — ``ClippedPolicyLoss``: GRPO's clipped surrogate + β·k3 KL on generated tokens.
 
-The maths of each is its module's ``compute_loss_from_embeddings`` / ``compute_loss_from_logits``.
+The maths of each is its module's ``compute_loss_from_embeddings`` / ``compute_loss_from_logits`` /
+``compute_loss_from_logprobs``.
 """
+from searchr3.train.losses.clipped_policy import ClippedPolicyLoss, ClippedPolicyOutput, masked_sequence_mean
 from searchr3.train.losses.composite import CompositeLoss, CompositeOutput
 from searchr3.train.losses.infonce import InfoNCELoss
 from searchr3.train.losses.reasoning_ce import (
@@ -22,6 +25,8 @@ from searchr3.train.losses.triplet import TripletMarginLoss
 
 __all__ = [
     "IGNORE_INDEX",
+    "ClippedPolicyLoss",
+    "ClippedPolicyOutput",
     "CompositeLoss",
     "CompositeOutput",
     "InfoNCELoss",
@@ -29,6 +34,7 @@ __all__ = [
     "ReferenceKLLoss",
     "TripletMarginLoss",
     "kl_k3",
+    "masked_sequence_mean",
     "reasoning_labels",
     "shift_for_next_token",
     "token_logprobs",

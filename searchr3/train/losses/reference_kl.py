@@ -41,7 +41,8 @@ def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     ``exp(ref_logp - logp) - (ref_logp - logp) - 1``, elementwise (same shape as the inputs).
     Non-negative, zero where both log-probs agree, unbiased when tokens are sampled from the
     policy; this is the KL penalty of GRPO (DeepSeekMath). Mask and average it with
-    :func:`searchr3.train.advantages.masked_sequence_mean`.
+    :func:`searchr3.train.losses.clipped_policy.masked_sequence_mean`
+    (:class:`~searchr3.train.losses.clipped_policy.ClippedPolicyLoss` does).
     """
     if logp.shape != ref_logp.shape:
         raise ValueError(f"logp {tuple(logp.shape)} and ref_logp {tuple(ref_logp.shape)} must have the same shape")

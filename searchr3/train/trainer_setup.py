@@ -1,0 +1,159 @@
+"""What both trainers (``sft.py``, ``grpo.py``) build before their loop, written once.
+
+- ``load_trainee``: seed, load the start model in fp32, wrap it in LoRA (``mode: lora``) or train all weights
+  (``mode: full``), keep the frozen reference (the adapter disabled, or a frozen copy), AdamW + the
+  warm-up/decay schedule; the ``Trainee`` it returns also checkpoints, restores and exports itself.
+- ``with_distractors``: the documents a run needs plus seeded distractors (SFT's dev corpus, GRPO's live index).
+- ``row_documents`` / ``drop_rows_without_negatives``: a row's positive and exactly ``k`` negatives.
+
+``config`` is an ``SFTConfig`` or a ``GRPOConfig``; both have the fields read here (``seed``, ``mode``, ``lora``,
+``gradient_checkpointing``, ``precision``, ``lr``, ``weight_decay``, ``warmup_steps``, ``steps``).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import random
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from searchr3.model.config import ModelConfig
+from searchr3.model.embedder import Embedder
+from searchr3.train import common
+from searchr3.train.lora import wrap_lora
+
+log = logging.getLogger(__name__)
+MISSING_NEGATIVES = ("error", "positive")
+
+
+@dataclass
+class Trainee:
+    """The model being trained, its frozen reference, optimizer and schedule."""
+
+    embedder: Embedder  # tokenisation and templates; its ``model`` is the one trained (LoRA layers inside it)
+    model: torch.nn.Module  # what the optimizer trains: the LoRA-wrapped model, or ``embedder.model`` (full)
+    frozen: torch.nn.Module | None  # mode full: a frozen copy of the start model; mode lora: None (adapter disabled)
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    bf16: bool  # bf16 autocast (``precision``); the weights stay fp32
+
+    @property
+    def device(self) -> torch.device:
+        return self.embedder.device
+
+    @property
+    def embed_id(self) -> int:
+        return self.embedder.embed_token_id
+
+    @contextmanager
+    def reference(self) -> Iterator[torch.nn.Module]:
+        """The start model, never trained (KL reference): the LoRA model with its adapter disabled, or the frozen copy."""
+        if self.frozen is not None:
+            yield self.frozen
+            return
+        with self.model.disable_adapter():
+            yield self.model
+
+    def autocast(self):
+        return common.autocast(self.bf16, self.device)
+
+    def encode_documents(self, texts: list[str], batch_size: int) -> np.ndarray:
+        """Document vectors from the current weights (eval mode, no gradient)."""
+        self.model.eval()
+        with self.autocast():
+            return self.embedder.encode_documents(texts, batch_size=batch_size)
+
+    def encode_queries(self, texts: list[str], batch_size: int) -> np.ndarray:
+        """Direct-query vectors from the current weights (eval mode, no gradient)."""
+        self.model.eval()
+        with self.autocast():
+            return self.embedder.encode_queries(texts, batch_size=batch_size).vectors
+
+    def optimizer_step(self, max_grad_norm: float) -> float:
+        """Clip the gradient norm, step the optimizer, clear the gradients; returns the norm before clipping."""
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_grad_norm))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+    def restore(self, checkpoint_dir: str | Path, fingerprint: str) -> dict | None:
+        """This run's checkpoint loaded into weights, optimizer, schedule and RNGs; None to start afresh."""
+        return common.restore(checkpoint_dir, fingerprint, self.model, self.optimizer, self.scheduler)
+
+    def save(self, checkpoint_dir: str | Path, state: dict, **extra) -> None:
+        """Atomic checkpoint: trainable weights, optimizer, schedule, RNG states, the loop's ``state`` and ``extra``."""
+        common.save_checkpoint(checkpoint_dir, {
+            "weights": common.trainable_state(self.model), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "rng": common.rng_state(), "state": state, **extra})
+
+    def export(self, out: str | Path, manifest: dict) -> Path:
+        """A plain ``save_pretrained`` folder (LoRA merged) that the Embedder loads."""
+        return common.export_model(self.model, self.embedder.tokenizer, out, manifest)
+
+
+def load_trainee(start_dir: str | Path, model_config: ModelConfig, config, **embedder_overrides) -> Trainee:
+    """Seed, load ``start_dir`` (fp32 weights; ``embedder_overrides`` set ``ModelConfig`` fields) and set up training."""
+    common.seed_everything(config.seed)
+    embedder = Embedder.from_pretrained(start_dir, config=copy.deepcopy(model_config), precision="fp32",
+                                        **embedder_overrides)
+    bf16 = common.use_bf16(config.precision, embedder.device)
+    model, frozen = embedder.model, None
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if config.mode == "lora":
+        model = wrap_lora(model, config.lora, embedder.embed_token_id)
+    else:
+        frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: common.lr_factor(s, config.warmup_steps, config.steps))
+    return Trainee(embedder, model, frozen, params, optimizer, scheduler, bf16)
+
+
+def with_distractors(keep: Iterable[str], ids: Iterable[str], max_docs: int, seed: int) -> list[str]:
+    """Sorted: every id of ``keep``, plus seeded distractors from ``ids`` up to ``max_docs`` in all (0 = every id)."""
+    keep = set(keep)
+    others = sorted(set(ids) - keep)
+    if max_docs > 0:
+        random.Random(seed).shuffle(others)
+        others = others[: max(0, max_docs - len(keep))]
+    return sorted(keep | set(others))
+
+
+def drop_rows_without_negatives(rows: list[dict], k: int) -> list[dict]:
+    """With ``k > 0``, the rows that have at least one mined negative (a warning counts the others)."""
+    if k <= 0:
+        return rows
+    usable = [r for r in rows if r["negatives"]]
+    if len(usable) < len(rows):
+        log.warning("dropping %d training rows without a mined negative", len(rows) - len(usable))
+    return usable
+
+
+def row_documents(rows: list[dict], k: int, missing: str = "error") -> list[str]:
+    """Texts to embed, ``1 + k`` per row: the positive, then its first ``k`` negatives, the last one repeated if fewer.
+
+    ``missing`` says what fills a row that has no negative at all when ``k > 0``: ``"error"`` (SFT, which drops
+    such rows first) or ``"positive"`` (GRPO's InfoNCE term: the positive repeated, so the row's hard-negative
+    slots carry no signal).
+    """
+    if missing not in MISSING_NEGATIVES:
+        raise ValueError(f"missing must be one of {MISSING_NEGATIVES}, not {missing!r}")
+    docs = []
+    for n, row in enumerate(rows):
+        negs = list(row["negatives"][:k])
+        if k and not negs:
+            if missing == "error":
+                raise ValueError(f"row {n} ({row.get('query_id', '?')}) has no negative to fill {k} slot(s)")
+            negs = [row["positive"]]
+        if len(negs) < k:
+            negs += [negs[-1]] * (k - len(negs))
+        docs += [row["positive"]] + negs
+    return docs
