@@ -199,9 +199,9 @@ def logged_rewards(live_dir: Path) -> dict[int, float]:
 def run_rl(args) -> int:
     """--rl: the rl stage's GRPO run with the measurement hook; prints the side-by-side table."""
     from searchr3.config import load_params, section
+    from searchr3.data.build import load_train_with_corpus
     from searchr3.index.config import IndexConfig
     from searchr3.model.config import ModelConfig
-    from searchr3.stages import rl_inputs
     from searchr3.train.common import batch_order
     from searchr3.train.grpo import train_grpo
     from searchr3.train.grpo_config import GRPOConfig
@@ -215,7 +215,7 @@ def run_rl(args) -> int:
     for path in (args.start, args.data):
         if not Path(path).exists():
             sys.exit(f"{path} not found: run `dvc repro rl` (or the stages before rl) first")
-    rows, corpus = rl_inputs(args.data)
+    rows, corpus = load_train_with_corpus(args.data)
     trained = {i for step in batch_order(len(rows), rl_cfg.queries_per_step, rl_cfg.steps, rl_cfg.seed) for i in step}
     held_out = [i for i in range(len(rows)) if i not in trained]
     picked = random.Random(args.seed).sample(held_out, min(args.probe, len(held_out)))

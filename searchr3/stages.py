@@ -91,30 +91,18 @@ def sft(params=None, base: str = PATHS["base"], data_dir: str = PATHS["data"], t
 
 def rl(params=None, start: str = PATHS["sft"], data_dir: str = PATHS["data"], out: str = PATHS["rl"],
        checkpoint_dir: str = PATHS["rl_ckpt"], index_out: str = PATHS["rl_index"], progress: bool = True) -> dict:
+    from searchr3.data.build import load_train_with_corpus
     from searchr3.index.config import IndexConfig
     from searchr3.model.config import ModelConfig
     from searchr3.train.grpo import train_grpo
     from searchr3.train.grpo_config import GRPOConfig
 
     p = _params(params)
-    rows, corpus = rl_inputs(data_dir)
+    rows, corpus = load_train_with_corpus(data_dir)
     summary = train_grpo(section(p, "rl", GRPOConfig), section(p, "model", ModelConfig), section(p, "index", IndexConfig),
                          start, rows, corpus, out, checkpoint_dir, index_out=index_out, progress=progress)
     write_json_atomic(metrics_file("rl"), summary)
     return summary
-
-
-def rl_inputs(data_dir: str = PATHS["data"]) -> tuple[list[dict], dict[str, str]]:
-    """Training rows and corpus of the data stage, as the rl stage feeds them to ``train_grpo``.
-
-    Document ids are unique per source only, so the live index keys them as ``"<source>:<doc_id>"``.
-    """
-    from searchr3.data.build import load_train, load_train_corpus
-
-    rows = [dict(r, positive_id=f"{r['source']}:{r['positive_id']}",
-                 negative_ids=[f"{r['source']}:{d}" for d in r["negative_ids"]]) for r in load_train(data_dir)]
-    corpus = {f"{r['source']}:{r['doc_id']}": r["text"] for r in load_train_corpus(data_dir)}
-    return rows, corpus
 
 
 def index(params=None, model: str = PATHS["rl"], corpus_dir: str | None = None, out: str = PATHS["index"],

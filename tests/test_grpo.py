@@ -13,7 +13,7 @@ from searchr3.model.embedder import Embedder, LabelledSequence, Reasoning, pad_b
 from searchr3.train import common
 from searchr3.train.grpo import (
     Scores,
-    attach_doc_ids,
+    check_rows,
     generated_logprobs,
     hidden_and_tail_logits,
     nce_loss,
@@ -45,24 +45,21 @@ def weights(folder):
     return load_file(str(folder / "model.safetensors"))
 
 
-def test_attach_doc_ids_keeps_ids_finds_texts_and_names_the_rest():
-    rows = [{"query_id": "q1", "query": "q", "positive": "known text", "negatives": ["new neg", "other"],
-             "negative_ids": ["n9"]},
-            {"query_id": "q2", "query": "q", "positive_id": "p2", "positive": "p2 text", "negatives": []}]
-    out, corpus = attach_doc_ids(rows, {"d1": "known text", "x": "other"})
-    assert out[0]["positive_id"] == "d1"  # found by its text
-    assert out[0]["negative_ids"] == ["n9", "x"]  # given id kept; second negative found by text
-    assert out[1]["positive_id"] == "p2" and corpus["p2"] == "p2 text" and corpus["n9"] == "new neg"
-    out, corpus = attach_doc_ids([{"query_id": "q3", "query": "q", "positive": "unseen", "negatives": ["also unseen"]}], {})
-    assert out[0]["positive_id"] == "rl:q3:pos" and out[0]["negative_ids"] == ["rl:q3:neg0"]
-    assert corpus == {"rl:q3:pos": "unseen", "rl:q3:neg0": "also unseen"}
-    with pytest.raises(ValueError, match="row 0 .*missing \\['positive'\\]"):
-        attach_doc_ids([{"query_id": "q", "query": "q", "negatives": []}], {})
+def test_rows_must_name_documents_of_the_corpus(grpo_toy):
+    rows, corpus = grpo_toy.toy_data(n=2, distractors=0)
+    check_rows(rows, corpus)  # the data stage's ids, used as they are
+    with pytest.raises(ValueError, match=r"train row 1 \(q1\): document id\(s\) \['n1'\] not in the training corpus"):
+        check_rows(rows, {d: t for d, t in corpus.items() if d != "n1"})
+    with pytest.raises(ValueError, match=r"train row 0 \(q0\): missing \['positive_id'\]"):
+        check_rows([{k: v for k, v in rows[0].items() if k != "positive_id"}], corpus)
+    with pytest.raises(ValueError, match="1 negative_ids for 2 negatives"):
+        check_rows([dict(rows[0], negatives=["a", "b"])], corpus)
+    with pytest.raises(ValueError, match="no training rows"):
+        check_rows([], corpus)
 
 
 def test_select_corpus_keeps_used_docs_and_caps_distractors(grpo_toy):
     rows, corpus = grpo_toy.toy_data(n=3, distractors=10)
-    rows, corpus = attach_doc_ids(rows, corpus)
     kept = select_corpus(rows[:2], corpus, max_docs=6, seed=0)
     assert {"d0", "n0", "d1", "n1"} <= set(kept) and len(kept) == 6  # every used doc + 2 distractors
     assert list(kept) == sorted(kept) and kept == select_corpus(rows[:2], corpus, max_docs=6, seed=0)
@@ -119,9 +116,9 @@ def test_generated_logprobs_from_tail_logits_match_the_full_computation(tiny_mod
     torch.testing.assert_close(tail, logits[:, 3:], atol=1e-4, rtol=0)
 
 
-def test_nce_term_fills_a_row_without_negatives_with_its_positive(tiny_model_dir):
+def test_nce_term_fills_a_row_without_negatives_with_its_positive(tiny_model_dir, grpo_toy):
     trainee = load_trainee(tiny_model_dir, ModelConfig(), GRPOConfig(mode="full", precision="fp32"))
-    rows, _ = toy_data(n=2, distractors=0)
+    rows, _ = grpo_toy.toy_data(n=2, distractors=0)
     seen = {}
 
     def capture(q, p, n):

@@ -8,6 +8,10 @@ Output folder (``searchr3 data build --out data``)::
                              negative_ids, negatives, positive_score, negative_scores, source
       train_corpus/          HF dataset: doc_id, text, source (every document of the training sets;
                              the corpus a live index is built from during RL)
+
+Training document ids (``positive_id``, ``negative_ids``, ``train_corpus.doc_id``) are ``doc_key(source,
+id)`` = ``"<source label>:<id in the source>"``: a source's ids are unique only within it, these are unique
+across sources, and every later stage (the RL index, its reward and refresh) uses them unchanged.
       eval/<label>-<split>/  BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv
                              (read back with ``load_eval_set``; any BEIR tool reads it too)
 
@@ -50,6 +54,11 @@ log = logging.getLogger(__name__)
 TRAIN_DIR, TRAIN_CORPUS_DIR, EVAL_DIR, MANIFEST = "train", "train_corpus", "eval", "manifest.json"
 TRAIN_COLUMNS = ("query_id", "query", "positive_id", "positive", "negative_ids", "negatives",
                  "positive_score", "negative_scores", "source")
+
+
+def doc_key(source: str, doc_id: str) -> str:
+    """A training document's id from the data stage on: ``"<source label>:<id in the source>"``."""
+    return f"{source}:{doc_id}"
 
 
 query_key = text_key  # the form in which two queries count as the same text (leakage checks use it too)
@@ -228,14 +237,15 @@ def build_data(config: DataConfig, out: str | Path, progress: bool = True, embed
             if src.train_split:
                 train = cap_queries(loaded[label][src.train_split], src.max_train, config.seed)
                 result = _mine(train, config, embedder, bm25, progress)
-                rows = [{**row, "source": label} for row in result.rows
+                rows = [{**row, "source": label, "positive_id": doc_key(label, row["positive_id"]),
+                         "negative_ids": [doc_key(label, d) for d in row["negative_ids"]]} for row in result.rows
                         if query_key(row["query"]) not in eval_keys and row["query_id"] not in eval_ids.get(label, ())]
                 leaked = len(result.rows) - len(rows)
                 if leaked:
                     log.warning("warning: shared_query: %d training queries of source %s are also evaluation "
                                 "queries (same id, or same text in any source); dropped from training", leaked, label)
                 rows_by_source[label] = rows
-                corpus_rows.extend({"doc_id": d, "text": t, "source": label} for d, t in train.corpus.items())
+                corpus_rows.extend({"doc_id": doc_key(label, d), "text": t, "source": label} for d, t in train.corpus.items())
                 entry["train"] = {"split": src.train_split, **_set_counts(train), "rows_mined": len(result.rows),
                                   "dropped_leaking_queries": leaked}
                 entry["mining"] = result.stats.as_dict()
@@ -297,3 +307,14 @@ def load_train(data_dir: str | Path):
 
 def load_train_corpus(data_dir: str | Path):
     return _load_saved(Path(data_dir) / TRAIN_CORPUS_DIR, "train_corpus")
+
+
+def load_train_with_corpus(data_dir: str | Path) -> tuple[list[dict], dict[str, str]]:
+    """The training rows (dicts) and ``doc_id -> text`` of the training corpus, ids as the data stage wrote them."""
+    corpus: dict[str, str] = {}
+    for n, record in enumerate(load_train_corpus(data_dir)):
+        if record["doc_id"] in corpus:
+            raise DataError(Path(data_dir) / TRAIN_CORPUS_DIR, n + 1, "duplicate_doc_id",
+                            f"{record['doc_id']!r} appears twice (rebuild the data stage)")
+        corpus[record["doc_id"]] = record["text"]
+    return [dict(r) for r in load_train(data_dir)], corpus

@@ -3,7 +3,9 @@
 Setup (``trainer_setup.load_trainee``, shared with SFT): the start (SFT) model is the policy (LoRA on top, or
 all weights) and, with its adapter disabled or as a frozen copy, the KL reference. It encodes the training
 corpus (capped at ``max_corpus_docs``: every document the run's rows use plus seeded distractors) into a
-``DocumentIndex`` stamped version 0, and a ``RefreshPolicy`` builds its document kNN graph.
+``DocumentIndex`` stamped version 0, and a ``RefreshPolicy`` builds its document kNN graph. Document ids are
+the data stage's, unchanged (``<source>:<doc id>``): the rows name their positive and negatives by them, the
+index is keyed by them, the reward looks the positive up by them.
 
 Each step ``s`` (the policy is version ``s``) runs five phases, each a function below, each timed
 (``time/<phase>_s``):
@@ -58,40 +60,27 @@ from searchr3.train.trainer_setup import Trainee, load_trainee, row_documents, w
 
 log = logging.getLogger(__name__)
 
-REQUIRED_KEYS = ("query_id", "query", "positive", "negatives")
+REQUIRED_KEYS = ("query", "positive_id", "positive", "negative_ids", "negatives")
 INDEX_CHECKPOINTS = "index"
 
 
-# ---- data: rows → doc ids, the corpus the index holds --------------------------------------------
+# ---- data: the rows' documents, the corpus the index holds ----------------------------------------
 
-def attach_doc_ids(rows: list[dict], corpus: dict[str, str]) -> tuple[list[dict], dict[str, str]]:
-    """Rows with ``positive_id`` and ``negative_ids`` naming documents of the returned corpus.
-
-    An id given in the row is kept (its text added to the corpus when missing); a document without an
-    id is found in ``corpus`` by its exact text, else added as ``rl:<query_id>:pos`` / ``rl:<query_id>:neg<j>``.
-    """
-    corpus = dict(corpus)
-    by_text = {text: doc_id for doc_id, text in corpus.items()}
-
-    def resolve(given, text: str, synthetic: str) -> str:
-        doc_id = given if given else by_text.get(text, synthetic)
-        if doc_id not in corpus:
-            corpus[doc_id] = text
-            by_text.setdefault(text, doc_id)
-        return doc_id
-
-    out = []
+def check_rows(rows: list[dict], corpus: dict[str, str]) -> None:
+    """Refuse, before anything loads, a row that lacks a key the loop reads or names a document not in ``corpus``."""
+    if not rows:
+        raise ValueError("no training rows")
     for n, row in enumerate(rows):
+        where = f"train row {n} ({row.get('query_id', '?')})"
         missing = [k for k in REQUIRED_KEYS if k not in row]
         if missing:
-            raise ValueError(f"train row {n} ({row.get('query_id', '?')}): missing {missing}")
-        qid = row["query_id"]
-        given_negs = list(row.get("negative_ids") or [])
-        negative_ids = [resolve(given_negs[j] if j < len(given_negs) else None, text, f"rl:{qid}:neg{j}")
-                        for j, text in enumerate(row["negatives"])]
-        out.append(dict(row, positive_id=resolve(row.get("positive_id"), row["positive"], f"rl:{qid}:pos"),
-                        negative_ids=negative_ids))
-    return out, corpus
+            raise ValueError(f"{where}: missing {missing}")
+        if len(row["negative_ids"]) != len(row["negatives"]):
+            raise ValueError(f"{where}: {len(row['negative_ids'])} negative_ids for {len(row['negatives'])} negatives")
+        unknown = [d for d in [row["positive_id"], *row["negative_ids"]] if d not in corpus]
+        if unknown:
+            raise ValueError(f"{where}: document id(s) {unknown[:3]} not in the training corpus "
+                             "(rows and corpus must come from the same data stage)")
 
 
 def used_doc_ids(row: dict, negatives_per_query: int) -> list[str]:
@@ -331,14 +320,14 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
                on_step: Callable[[dict], None] | None = None) -> dict:
     """Run (or resume) GRPO from the model in ``start_dir``; export it to ``out``, the index to ``index_out``; return the summary.
 
+    ``train_rows`` name their documents by ids of ``corpus`` (the data stage's train and train_corpus).
     ``on_step`` (measurement hook, e.g. ``benchmarks/index_refresh.py --rl``) is called once after the index is
     built or restored (``step`` 0 for a fresh run) and after every step's refresh, with ``{"step", "index",
     "encode_documents", "encode_queries", "metrics", "refresh"}``; the encoders use the current policy. It must
     not change the index or the model; it draws no random numbers, so the run stays the same with or without it.
     """
     _check_config(config)
-    if not train_rows:
-        raise ValueError("no training rows")
+    check_rows(train_rows, corpus)
     policy_loss = ClippedPolicyLoss(clip_eps=config.clip_eps, beta=config.beta)
     nce = InfoNCELoss(temperature=config.nce_temperature, in_batch_negatives=True)
     started = time.time()
@@ -346,10 +335,9 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
                            max_query_tokens=config.max_query_tokens)
     start_checksum = trainee.embedder.checksum
     order = common.batch_order(len(train_rows), config.queries_per_step, config.steps, config.seed)
-    rows, full_corpus = attach_doc_ids(train_rows, corpus)
-    texts = select_corpus([rows[i] for step in order for i in step], full_corpus, config.max_corpus_docs, config.seed)
-    probe = [rows[i]["query"] for i in sorted(random.Random(config.seed).sample(
-        range(len(rows)), min(index_config.refresh.probe_size, len(rows))))]
+    texts = select_corpus([train_rows[i] for step in order for i in step], corpus, config.max_corpus_docs, config.seed)
+    probe = [train_rows[i]["query"] for i in sorted(random.Random(config.seed).sample(
+        range(len(train_rows)), min(index_config.refresh.probe_size, len(train_rows))))]
     fingerprint = common.fingerprint(config, start_checksum, train_rows, [asdict(index_config), sorted(corpus)])
     ckpt = trainee.restore(checkpoint_dir, fingerprint)
     state = ckpt["state"] if ckpt is not None else {"step": 0, "policy_version": 0, "history": [], "fingerprint": fingerprint}
@@ -363,7 +351,7 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
 
     bar = common.progress_bar(config.steps, state["step"], progress, "rl")
     for step in range(state["step"], config.steps):
-        batch, timer = [rows[i] for i in order[step]], PhaseTimer()
+        batch, timer = [train_rows[i] for i in order[step]], PhaseTimer()
         with timer("rollout"):  # 1. G traces per query from policy version `step`
             reasoning = rollout(trainee, batch, config)
         with timer("score"):  # 2. their embeddings, old and reference log-probs
@@ -389,7 +377,7 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
     if bar:
         bar.close()
 
-    summary = finish(trainee, index, state, config, start_dir, start_checksum, out, index_out, len(rows), started,
+    summary = finish(trainee, index, state, config, start_dir, start_checksum, out, index_out, len(train_rows), started,
                      progress)
     if live is not None:
         live.end()
