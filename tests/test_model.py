@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from searchr3.model.config import EMBED_TOKEN, ModelConfig, Templates
-from searchr3.model.embedder import Embedder, embed_hidden, pad_batch
+from searchr3.model.embedder import (BF16_SPEEDUP, Embedder, auto_dtype, bf16_matmul_speedup, embed_hidden, pad_batch,
+                                     resolve_dtype)
 from searchr3.model.materialize import MANIFEST, materialize, weights_sha256
 from searchr3.model.tiny import build_tiny_raw
 
@@ -132,7 +133,8 @@ def test_reasoning_fallback_is_counted(embedder):
     def force_row0(module, inputs, output):
         output = output.clone()
         output[:, :, tid] = -1e4
-        output[0, :, tid] = 1e4
+        if output.shape[0] == 2:  # row 0 leaves the batch once it has emitted the token
+            output[0, :, tid] = 1e4
         return output
 
     handle = head.register_forward_hook(force_row0)
@@ -170,3 +172,30 @@ def test_long_documents_are_truncated_but_keep_the_token(tiny_model_dir):
 
 def test_checksum_comes_from_manifest(embedder, tiny_model_dir):
     assert embedder.checksum == weights_sha256(tiny_model_dir)
+
+
+@pytest.mark.parametrize("native, speedup, expected", [
+    (True, 0.2, torch.bfloat16),    # AVX-512 BF16 / AMX: bf16 without asking the probe
+    (False, 2.0, torch.bfloat16),   # emulated bf16 that measured 2x faster here
+    (False, 0.25, torch.float32),   # emulated bf16 that measured 4x slower here (Cascade Lake, torch 2.13)
+    (False, BF16_SPEEDUP - 0.01, torch.float32),
+])
+def test_auto_precision_policy_on_cpu(monkeypatch, native, speedup, expected):
+    import searchr3.model.embedder as embedder_module
+
+    monkeypatch.setattr(embedder_module, "cpu_supports_bf16", lambda: native)
+    monkeypatch.setattr(embedder_module, "bf16_matmul_speedup", lambda: speedup)
+    assert resolve_dtype("auto", torch.device("cpu")) == expected
+    assert resolve_dtype("fp32", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_auto_precision_is_bf16_on_cuda_and_bad_values_are_refused():
+    assert auto_dtype(torch.device("cuda")) == torch.bfloat16
+    with pytest.raises(ValueError, match="auto, fp32 or bf16"):
+        resolve_dtype("fp16", torch.device("cpu"))
+
+
+def test_bf16_probe_measures_a_ratio():
+    speedup = bf16_matmul_speedup(tokens=8, hidden=16, intermediate=32, repeats=2)
+    assert speedup > 0 and speedup != float("inf")

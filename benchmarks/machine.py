@@ -1,0 +1,101 @@
+"""The machine anchor every speed benchmark reports against, measured in the same run.
+
+A ratio against a naive loop says little when the loop is already good; the honest yardstick is what
+this machine's matrix units reach on the model's own shapes. ``matmul_rate`` times the linear layers of
+one decoder layer (q, k, v, o, gate, up, down: hidden x hidden, hidden x kv, hidden x intermediate,
+intermediate x hidden) at the number of tokens a forward pass feeds them, and returns GFLOP/s.
+``model_flops`` counts the FLOPs a forward pass must do on real tokens (2 per multiply-add: the linear
+layers plus causal attention), so achieved FLOP/s over the anchor is the model FLOPs utilisation (MFU).
+
+Imported by the scripts beside it (``from machine import ...``); not part of the library.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def describe() -> str:
+    """One line: CPU, cores, threads, SIMD, torch; printed at the top of every benchmark."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    flags = cpu_flags()
+    native_bf16 = "yes" if {"avx512_bf16", "amx_bf16"} & flags else "no"
+    return (f"machine: {cpu_name()} | {cores} cores | torch {torch.__version__} with {torch.get_num_threads()} threads | "
+            f"SIMD {torch.backends.cpu.get_cpu_capability()} | native bf16 {native_bf16}")
+
+
+def layer_linear_shapes(config) -> list[tuple[int, int]]:
+    """``(in, out)`` of every linear layer in one decoder layer of a Llama/Qwen2-style model."""
+    h, inter = config.hidden_size, config.intermediate_size
+    head_dim = getattr(config, "head_dim", None) or h // config.num_attention_heads
+    q = config.num_attention_heads * head_dim
+    kv = getattr(config, "num_key_value_heads", config.num_attention_heads) * head_dim
+    return [(h, q), (h, kv), (h, kv), (q, h), (h, inter), (h, inter), (inter, h)]
+
+
+def linear_flops_per_token(config, lm_head: bool = False) -> float:
+    """FLOPs of all decoder linear layers for one token (+ the LM head when it runs)."""
+    per_layer = sum(2 * a * b for a, b in layer_linear_shapes(config))
+    head = 2 * config.hidden_size * config.vocab_size if lm_head else 0
+    return per_layer * config.num_hidden_layers + head
+
+
+def attention_flops(config, length: int, context: int = 0) -> float:
+    """FLOPs of causal attention (QK^T and AV) for ``length`` new tokens after ``context`` cached ones."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    width = config.num_attention_heads * head_dim
+    keys = length * context + length * (length + 1) // 2  # token i attends to context + i + 1 keys
+    return 4 * width * keys * config.num_hidden_layers
+
+
+def model_flops(config, lengths: list[int]) -> float:
+    """Forward FLOPs over sequences of these real lengths (no padding counted)."""
+    per_token = linear_flops_per_token(config)
+    return sum(n * per_token + attention_flops(config, n) for n in lengths)
+
+
+def matmul_rate(config, tokens: int, dtype: torch.dtype, seconds: float = 2.0) -> float:
+    """Best GFLOP/s of one decoder layer's linear layers on ``tokens`` rows, over about ``seconds``."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = layer_linear_shapes(config)
+    inputs = {a: torch.randn(tokens, a, generator=gen).to(dtype) for a in {a for a, _ in shapes}}
+    weights = [(inputs[a], (torch.randn(b, a, generator=gen) / a ** 0.5).to(dtype)) for a, b in shapes]
+    flops = sum(2 * tokens * a * b for a, b in shapes)
+
+    def once() -> float:
+        start = time.perf_counter()
+        for x, w in weights:
+            torch.nn.functional.linear(x, w)
+        return time.perf_counter() - start
+
+    with torch.inference_mode():
+        once()  # warm-up: oneDNN primitive creation
+        best, spent = float("inf"), 0.0
+        while spent < seconds or best == float("inf"):
+            t = once()
+            best, spent = min(best, t), spent + t
+    return flops / best / 1e9

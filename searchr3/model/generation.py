@@ -1,0 +1,61 @@
+"""Batched decoding with a KV cache where a finished row leaves the batch at once.
+
+``transformers``' ``generate`` keeps every row in the batch until the last one stops (finished rows
+are fed padding and still cost a full forward step), and runs its logits-processor and stopping
+machinery every step. Reasoning traces stop at very different lengths (the embed token after a
+dozen tokens, or the length cap), so here a row that emits a stop token is dropped from the batch
+and from the cache the same step, and the loop ends when no row is left.
+
+Decoding is greedy at ``temperature == 0``, else plain sampling from ``softmax(logits / temperature)``
+(``generate``'s ``do_sample=True, top_k=0, top_p=1.0``). Greedy output matches ``generate`` token for
+token; sampled output follows the same distribution (not the same draws: finished rows draw nothing).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def decode(model, prompts: list[list[int]], pad_id: int, stop_ids: set[int], max_new_tokens: int,
+           temperature: float = 0.0) -> list[list[int]]:
+    """Generate up to ``max_new_tokens`` per prompt; each list ends at (and includes) its first stop token."""
+    from transformers import DynamicCache
+
+    from searchr3.model.embedder import pad_batch  # here: the embedder imports this module
+
+    device = next(model.parameters()).device
+    generated: list[list[int]] = [[] for _ in prompts]
+    if not prompts or max_new_tokens <= 0:
+        return generated
+    ids, mask, pos = pad_batch(prompts, pad_id, "left", device)
+    stop = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
+    rows = torch.arange(len(prompts), device=device)  # batch row -> prompt index
+    cache = DynamicCache(config=model.config)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
+                   logits_to_keep=1).logits[:, -1]
+    next_pos = pos[:, -1:] + 1
+    for step in range(max_new_tokens):
+        token = _pick(logits, temperature)
+        for row, t in zip(rows.tolist(), token.tolist()):
+            generated[row].append(t)
+        if step == max_new_tokens - 1:
+            break
+        going = ~torch.isin(token, stop)
+        if not bool(going.any()):
+            break
+        if not bool(going.all()):
+            keep = going.nonzero().flatten()
+            cache.batch_select_indices(keep)
+            rows, token, mask, next_pos = rows[keep], token[keep], mask[keep], next_pos[keep]
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache,
+                       use_cache=True).logits[:, -1]
+        next_pos = next_pos + 1
+    return generated
+
+
+def _pick(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    logits = logits.float()
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    return torch.multinomial(probs, num_samples=1).squeeze(1)

@@ -1,0 +1,89 @@
+"""Padding-free encoding: the token-budget batcher, packing, and packed == padded == alone."""
+import numpy as np
+import pytest
+import torch
+
+from searchr3.model.embedder import Embedder
+from searchr3.model.packing import (PACKED_ATTENTION, last_token_in_segments, pack, packed_attention,
+                                    token_budget_batches)
+
+DOCS = [
+    "def add(a, b): return a + b",
+    "The quick brown fox jumps over the lazy dog, again and again, until the dog finally wakes up.",
+    "x",
+    "Search engines rank documents by relevance to a query.",
+    "import os",
+    "Return the sum of two numbers.",
+    "The quick brown fox jumps over the lazy dog.",
+]
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_model_dir):
+    return Embedder.from_pretrained(tiny_model_dir, precision="fp32")
+
+
+def test_budget_batches_longest_first_within_budget():
+    lengths = [5, 30, 12, 12, 7, 40, 1]
+    batches = token_budget_batches(lengths, max_tokens=40)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # every index exactly once
+    assert [i for b in batches for i in b] == [5, 1, 2, 3, 4, 0, 6]  # longest first, ties in input order
+    assert batches == [[5], [1], [2, 3, 4, 0, 6]]
+    assert all(sum(lengths[i] for i in b) <= 40 for b in batches)
+
+
+def test_budget_batches_oversized_sequence_gets_its_own_batch():
+    assert token_budget_batches([100, 3, 4], max_tokens=10) == [[0], [2, 1]]
+    with pytest.raises(ValueError, match="max_tokens"):
+        token_budget_batches([1], max_tokens=0)
+
+
+def test_pack_restarts_positions_per_sequence():
+    ids, pos, cu = pack([[7, 8, 9], [4], [5, 6]])
+    assert ids.tolist() == [[7, 8, 9, 4, 5, 6]]
+    assert pos.tolist() == [[0, 1, 2, 0, 0, 1]]
+    assert cu.tolist() == [0, 3, 4, 6]
+    with pytest.raises(ValueError):
+        pack([[1], []])
+
+
+def test_last_token_per_segment():
+    cu = torch.tensor([0, 3, 5, 7])
+    assert last_token_in_segments(torch.tensor([9, 1, 9, 9, 3, 1, 9]), cu, 9).tolist() == [2, 3, 6]
+    with pytest.raises(ValueError, match="rows \\[1\\]"):
+        last_token_in_segments(torch.tensor([9, 1, 9, 2, 3, 9, 9]), cu, 9)
+
+
+def test_packed_equals_padded_and_alone(embedder):
+    assert embedder.packing
+    seqs = embedder.tokenize_documents(DOCS)
+    packed = embedder.forward_packed(seqs)
+    padded = embedder.forward_embeddings(seqs)
+    alone = np.stack([embedder.forward_embeddings([s])[0] for s in seqs])
+    np.testing.assert_allclose(packed, alone, atol=1e-5)
+    np.testing.assert_allclose(padded, alone, atol=1e-5)
+
+
+def test_encode_keeps_input_order_across_budget_batches(embedder):
+    seqs = embedder.tokenize_documents(DOCS)
+    embedder.config.batch_tokens = max(len(s) for s in seqs) + 1  # several packs, some with one text only
+    try:
+        assert len(token_budget_batches([len(s) for s in seqs], embedder.config.batch_tokens)) > 2
+        got = embedder.encode_documents(DOCS)
+        reversed_ = embedder.encode_documents(DOCS[::-1])[::-1]
+    finally:
+        embedder.config.batch_tokens = 4096
+    alone = np.stack([embedder.forward_embeddings([s])[0] for s in seqs])
+    np.testing.assert_allclose(got, alone, atol=1e-5)
+    np.testing.assert_allclose(reversed_, alone, atol=1e-5)
+
+
+def test_packed_attention_switch_is_restored(embedder):
+    before = embedder.model.config._attn_implementation
+    with pytest.raises(RuntimeError):
+        with packed_attention(embedder.model):
+            assert embedder.model.config._attn_implementation == PACKED_ATTENTION
+            raise RuntimeError("inside")
+    assert embedder.model.config._attn_implementation == before
+    # a normal padded forward still works afterwards (generation relies on it)
+    assert embedder.forward_embeddings(embedder.tokenize_documents(DOCS[:2])).shape[0] == 2
