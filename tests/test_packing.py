@@ -66,13 +66,13 @@ def test_packed_equals_padded_and_alone(embedder):
 
 def test_encode_keeps_input_order_across_budget_batches(embedder):
     seqs = embedder.tokenize_documents(DOCS)
-    embedder.config.batch_tokens = max(len(s) for s in seqs) + 1  # several packs, some with one text only
-    try:
+    before, embedder.config.batch_tokens = embedder.config.batch_tokens, max(len(s) for s in seqs) + 1
+    try:  # several packs, some with one text only
         assert len(token_budget_batches([len(s) for s in seqs], embedder.config.batch_tokens)) > 2
         got = embedder.encode_documents(DOCS)
         reversed_ = embedder.encode_documents(DOCS[::-1])[::-1]
     finally:
-        embedder.config.batch_tokens = 4096
+        embedder.config.batch_tokens = before
     alone = np.stack([embedder.forward_embeddings([s])[0] for s in seqs])
     np.testing.assert_allclose(got, alone, atol=1e-5)
     np.testing.assert_allclose(reversed_, alone, atol=1e-5)
