@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from machine import describe, matmul_rate, model_flops
+from machine import describe, matmul_rate, missing_inputs, model_flops
 
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"
@@ -104,13 +104,7 @@ def main(argv=None) -> int:
     n_docs = QUICK_DOCS if args.quick else args.docs
     compare = (not args.quick) if args.compare_dtype is None else args.compare_dtype
     data, model_dir = Path(args.data), Path(args.model)
-    if not (data / "corpus.jsonl").is_file():
-        print(f"error: no BEIR corpus at {data}/corpus.jsonl; this benchmark needs the shared SciFact folder "
-              f"(or --data DIR)", file=sys.stderr)
-        return 1
-    if not (model_dir / "config.json").is_file():
-        print(f"error: no model folder at {model_dir}; build it with `searchr3 model materialize --out {model_dir}` "
-              f"or pass --model PATH", file=sys.stderr)
+    if missing_inputs(data, "corpus.jsonl", model_dir):
         return 1
 
     import torch

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine import describe, linear_flops_per_token, matmul_rate
+from machine import describe, linear_flops_per_token, matmul_rate, missing_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"
@@ -85,13 +85,7 @@ def ours_decode(emb, prompts, stop, max_new, temperature):
 def main(argv=None) -> int:
     args = parse_args(argv)
     data, model_dir = Path(args.data), Path(args.model)
-    if not (data / "queries.jsonl").is_file():
-        print(f"error: no BEIR queries at {data}/queries.jsonl; this benchmark needs the shared SciFact folder "
-              f"(or --data DIR)", file=sys.stderr)
-        return 1
-    if not (model_dir / "config.json").is_file():
-        print(f"error: no model folder at {model_dir}; build it with `searchr3 model materialize --out {model_dir}` "
-              f"or pass --model PATH", file=sys.stderr)
+    if missing_inputs(data, "queries.jsonl", model_dir):
         return 1
 
     import torch

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -99,3 +100,16 @@ def matmul_rate(config, tokens: int, dtype: torch.dtype, seconds: float = 2.0) -
             t = once()
             best, spent = min(best, t), spent + t
     return flops / best / 1e9
+
+
+def missing_inputs(data: Path, data_file: str, model_dir: Path) -> bool:
+    """Print one error line and return True when the BEIR file or the model folder is absent."""
+    if not (data / data_file).is_file():
+        print(f"error: no {data / data_file}; this benchmark needs the shared SciFact folder (or --data DIR)",
+              file=sys.stderr)
+        return True
+    if not (model_dir / "config.json").is_file():
+        print(f"error: no model folder at {model_dir}; build it with `searchr3 model materialize --out {model_dir}` "
+              f"or pass --model PATH", file=sys.stderr)
+        return True
+    return False

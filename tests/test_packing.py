@@ -8,13 +8,13 @@ from searchr3.model.packing import (PACKED_ATTENTION, last_token_in_segments, pa
                                     token_budget_batches)
 
 DOCS = [
-    "def add(a, b): return a + b",
-    "The quick brown fox jumps over the lazy dog, again and again, until the dog finally wakes up.",
-    "x",
-    "Search engines rank documents by relevance to a query.",
-    "import os",
-    "Return the sum of two numbers.",
-    "The quick brown fox jumps over the lazy dog.",
+    "def mul(a, b): return a * b",
+    "A slow green turtle walks past the sleeping cat, step by step, until the cat opens one eye.",
+    "y",
+    "Retrieval systems score passages against a question.",
+    "import sys",
+    "Return the product of two numbers.",
+    "The cat sleeps.",
 ]
 
 
