@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(EXIT_CONFIG, f"searchr3: error: {message} (see `{self.prog} --help`)\n")
 
-COMMANDS = ["model", "data", "validate", "evaluate", "stage", "index", "search"]
+COMMANDS = ["model", "data", "validate", "evaluate", "stage", "index", "search", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,10 +4,11 @@ Rule: promote when ``candidate >= production - tolerance`` on ``metric`` (nDCG@1
 (``searchr3.eval.sets.gate_set``), both read from ``metrics/eval.json`` shaped
 ``{dataset: {system: {"ndcg@10": ...}}}``. With no production record the first candidate is promoted.
 
-Promotion (:func:`promote`) copies the candidate model and its index snapshot into
-``production/releases/<release_id>/`` (the workspace's ``models/`` are overwritten by the next run, so
-production must not point at them), then writes ``production/record.json`` atomically, then prunes old
-releases. The record is written last: a run that crashes at any earlier point leaves production as it
+Promotion (:func:`promote`) copies the candidate model, its index snapshot and the snapshot's corpus into
+``production/releases/<release_id>/`` (the workspace's ``models/`` and ``data/`` are overwritten by the next
+run, so production must not point at them), writes a model card (``model/README.md``,
+``searchr3.model.card``) there, then writes ``production/record.json`` atomically, then prunes old
+releases. ``searchr3.release.verify_release`` checks such a release before it is served. The record is written last: a run that crashes at any earlier point leaves production as it
 was. A rejection writes nothing.
 
 This module never imports Prefect or DVC; the Prefect task in ``tasks/promote.py`` calls it.
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from searchr3.files import atomic_directory, read_json_if_exists, write_json_atomic
 from searchr3.paths import MODELS, PATHS
+from searchr3.release import CORPUS_DIR
 
 RELEASES_IGNORE = "# promoted models and index copies: large, recoverable from the DVC remote\n*\n"
 
@@ -147,8 +149,10 @@ def release_id(now: dt.datetime, run_id: str | None) -> str:
 
 
 def copy_release(model_dir: str | Path, index_dir: str | Path | None, releases: str | Path, name: str,
-                 dvc_lock: str | Path = "dvc.lock") -> dict[str, str | None]:
-    """Copy the model, index snapshot and dvc.lock into ``releases/name`` (built aside, fsynced, renamed into place).
+                 dvc_lock: str | Path = "dvc.lock", corpus_dir: str | Path | None = None,
+                 files: dict[str, str] | None = None) -> dict[str, str | None]:
+    """Copy the model, index snapshot, its corpus and dvc.lock into ``releases/name`` (built aside, fsynced, renamed
+    into place); ``files`` maps paths inside the release to texts written there too (the model card).
 
     Durable like the record that will point at it: after a crash the record never names a release whose files
     were still in the page cache."""
@@ -162,9 +166,16 @@ def copy_release(model_dir: str | Path, index_dir: str | Path | None, releases: 
         shutil.copytree(model_dir, tmp / "model")
         if index_dir is not None:
             shutil.copytree(index_dir, tmp / "index")
+        if corpus_dir is not None:
+            (tmp / CORPUS_DIR).mkdir()
+            shutil.copy2(Path(corpus_dir) / "corpus.jsonl", tmp / CORPUS_DIR / "corpus.jsonl")
         if Path(dvc_lock).is_file():
             shutil.copy2(dvc_lock, tmp / "dvc.lock")
+        for relative, text in (files or {}).items():
+            (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / relative).write_text(text, encoding="utf-8")
     return {"model": str(target / "model"), "index": str(target / "index") if index_dir is not None else None,
+            "corpus": str(target / CORPUS_DIR) if corpus_dir is not None else None,
             "dvc_lock": str(target / "dvc.lock") if Path(dvc_lock).is_file() else None}
 
 
@@ -190,13 +201,23 @@ def matching_index(index_dir: str | Path, model_dir: str, cwd: str | Path = ".")
     return folder if same else None
 
 
+def index_corpus(index: Path | None, cwd: str | Path = ".") -> Path | None:
+    """The corpus folder (with corpus.jsonl) the snapshot's manifest names, when it still exists."""
+    corpus = (read_json_if_exists(index / "manifest.json") or {}).get("corpus") if index is not None else None
+    folder = Path(cwd) / corpus if corpus else None
+    return folder if folder is not None and (folder / "corpus.jsonl").is_file() else None
+
+
 def promote(decision: Decision, metrics: dict, config: PromoteConfig, *, index_dir: str | Path = PATHS["index"],
             run_id: str | None = None, dvc_remote: str | None = None, now: dt.datetime | None = None,
-            cwd: str | Path = ".") -> dict:
-    """Copy the gated system's model (+ its index snapshot) into a release and make it production.
+            cwd: str | Path = ".", model_config=None) -> dict:
+    """Copy the gated system's model (+ its index snapshot and corpus) into a release and make it production.
 
     Returns the new record. ``decision`` must say promote; paths are relative to ``cwd`` (the repo root).
+    ``model_config`` (the ``model:`` section) supplies the templates the model card's usage snippet shows.
     """
+    from searchr3.model.card import datasets_of, model_card
+
     if not decision.promote or not decision.system:
         raise ValueError(f"refusing to promote: {decision.reason}")
     cwd = Path(cwd)
@@ -205,15 +226,25 @@ def promote(decision: Decision, metrics: dict, config: PromoteConfig, *, index_d
     if model_dir is None or not (cwd / model_dir).is_dir():
         raise FileNotFoundError(f"{cwd / str(model_dir)}: the model of system {decision.system!r} is missing")
     index = matching_index(index_dir, model_dir, cwd)
+    corpus = index_corpus(index, cwd)
     name = release_id(now, run_id)
-    paths = copy_release(cwd / model_dir, index, cwd / config.releases, name, cwd / "dvc.lock")
+    release_model = str(Path(config.releases) / name / "model")
+    card = model_card(cwd / model_dir, metrics=metrics, system=decision.system, release=name,
+                      datasets=datasets_of(read_json_if_exists(cwd / PATHS["data"] / "manifest.json")),
+                      config=model_config, model_ref=release_model, root=cwd)
+    paths = copy_release(cwd / model_dir, index, cwd / config.releases, name, cwd / "dvc.lock", corpus,
+                         files={"model/README.md": card})
     previous = read_json_if_exists(cwd / config.record)
     git = git_revision(cwd)
     record = {
-        "model": str(Path(config.releases) / name / "model"),
+        "model": release_model,
         "index": str(Path(config.releases) / name / "index") if paths["index"] else None,
+        "corpus": str(Path(config.releases) / name / CORPUS_DIR) if paths["corpus"] else None,
+        "model_checksum": (read_json_if_exists(cwd / release_model / "manifest.json") or {}).get("weights_sha256"),
+        "model_card": str(Path(release_model) / "README.md"),
         "system": decision.system,
-        "source": {"model": model_dir, "index": str(index_dir) if index else None},
+        "source": {"model": model_dir, "index": str(index_dir) if index else None,
+                   "corpus": str(corpus.relative_to(cwd)) if corpus else None},
         "gate": {"set": decision.gate_set, "metric": decision.metric, "value": decision.candidate,
                  "production_before": decision.production, "tolerance": decision.tolerance,
                  "reason": decision.reason},

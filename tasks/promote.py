@@ -11,6 +11,7 @@ from searchr3.config import section
 from searchr3.eval.config import EvaluateConfig
 from searchr3.eval.sets import gate_set
 from searchr3.files import read_json_if_exists
+from searchr3.model.config import ModelConfig
 from searchr3.paths import STAGE_SUMMARIES
 from searchr3.production import read_record
 from searchr3.promote import Decision, PromoteConfig, decide, promote
@@ -44,7 +45,8 @@ def promote_release(params: dict, decision: dict, dvc_remote: str | None = None)
     """Copy the candidate into production/releases/ and write production/record.json (last, atomically)."""
     cfg = section(params, "promote", PromoteConfig)
     metrics = read_json_if_exists(STAGE_SUMMARIES["evaluate"])
-    record = promote(Decision(**decision), metrics, cfg, run_id=flow_run.id, dvc_remote=dvc_remote)
+    record = promote(Decision(**decision), metrics, cfg, run_id=flow_run.id, dvc_remote=dvc_remote,
+                     model_config=section(params, "model", ModelConfig))
     get_run_logger().info("promoted %s (release %s): %s", record["system"], record["release"], record["model"])
     publish_decision(decision, cfg.record, promoted=True)
     return record

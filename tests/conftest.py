@@ -162,3 +162,76 @@ def kill_and_resume(monkeypatch):
         return uninterrupted, run("b"), saved
 
     return harness
+
+
+# ---- a promoted release to serve (tests of searchr3.serve) ----------------------------------------------------
+
+SERVE_DOCS = [
+    ("fruit", "Fruit", "Apples, bananas and cherries are fruit that grow on trees and plants."),
+    ("add", "", "def add(a, b):\n    return a + b"),
+    ("fox", "Fox", "The quick brown fox jumps over the lazy dog."),
+    ("search", "Search engines", "Search engines rank documents by their relevance to a query."),
+    ("parse_date", "", "def parse_date(text):\n    return datetime.strptime(text, '%Y-%m-%d')"),
+    ("solar", "Solar power", "Solar panels convert sunlight into electricity with photovoltaic cells."),
+    ("bread", "Baking", "Bake the bread at high heat until the crust is brown."),
+    ("stock", "Markets", "Stock markets fell as investors worried about interest rates."),
+    ("sort", "", "def sort_items(items):\n    return sorted(items, key=lambda item: item.name)"),
+    ("river", "Rivers", "A river flows from its source in the mountains down to the sea."),
+    ("json", "", "def load_json(path):\n    with open(path) as handle:\n        return json.load(handle)"),
+    ("cat", "Cats", "A cat runs after the mouse in the kitchen."),
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir_b(tmp_path_factory) -> Path:
+    """A second tiny random model (another seed: other weights, other checksum) for hot-swap tests."""
+    from searchr3.model.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-b", seed=1)
+
+
+def promote_model(root: Path, model_dir: Path, hour: int) -> dict:
+    """Make ``model_dir`` the workspace's models/rl, index the corpus with it, and promote it (as the nightly
+    does): returns the new production record. Releases are named by ``hour`` (2026-01-01 <hour>:00 UTC)."""
+    import datetime as dt
+    import shutil
+
+    from searchr3 import stages
+    from searchr3.promote import PromoteConfig, decide, promote
+    from searchr3.production import read_record
+
+    if (root / "models" / "rl").exists():
+        shutil.rmtree(root / "models" / "rl")
+    shutil.copytree(model_dir, root / "models" / "rl")
+    stages.index({}, model=str(root / "models" / "rl"), corpus_dir=str(root / "data" / "eval" / "demo-test"),
+                 out=str(root / "indexes" / "production"))
+    metrics = {"demo-test": {"bm25": {"split": "test", "queries": 5, "ndcg@10": 0.5, "recall@100": 1.0, "mrr@10": 0.45},
+                             "rl": {"split": "test", "queries": 5, "ndcg@10": 0.25 + hour / 100, "recall@100": 0.8,
+                                    "mrr@10": 0.2}}}
+    cfg = PromoteConfig(keep_releases=3)
+    decision = decide(metrics, None, "demo-test", cfg.tolerance)  # the gate itself is tested in test_promote.py
+    previous = read_record(root / cfg.record)
+    record = promote(decision, metrics, cfg, now=dt.datetime(2026, 1, 1, hour, tzinfo=dt.timezone.utc),
+                     run_id=f"run{hour:05d}", cwd=root)
+    assert previous is None or previous["release"] != record["release"]
+    return record
+
+
+@pytest.fixture
+def serve_workspace(tmp_path, tiny_model_dir) -> Path:
+    """A repo root whose production record names a promoted release of the tiny model over SERVE_DOCS."""
+    import json
+
+    corpus = tmp_path / "data" / "eval" / "demo-test"
+    corpus.mkdir(parents=True)
+    (corpus / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n"
+                                                 for i, t, x in SERVE_DOCS))
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
+    promote_model(tmp_path, tiny_model_dir, hour=1)
+    return tmp_path
+
+
+@pytest.fixture
+def promote_tiny():
+    """``promote_tiny(root, model_dir, hour)``: promote another model in a ``serve_workspace`` (see promote_model)."""
+    return promote_model

@@ -1,5 +1,6 @@
 """Evaluation layer: BM25, dense search + embedding cache, evaluate(), the report, MiniLM, the command."""
 import json
+import shutil
 from dataclasses import dataclass
 from math import sqrt
 
@@ -342,3 +343,75 @@ def test_the_old_eval_section_is_refused_not_ignored(tmp_path):
     params.write_text("profile: p\nprofiles:\n  p: {eval: {top_k: 10}}\n")
     with pytest.raises(ConfigError, match="`eval:` section is gone"):
         load_params(params)
+
+
+# ---- hybrid: reciprocal-rank fusion of BM25 and a dense system --------------------------------------------------
+
+def test_hybrid_scores_the_fusion_of_the_dense_and_bm25_runs(tmp_path):
+    from searchr3.eval.evaluate import judged_subset
+    from searchr3.eval.fusion import rrf_runs
+    from searchr3.eval.metrics import per_query_metrics
+
+    hybrid = evaluate_detailed("fake", NEWS, encoder=FakeEncoder(), config=EvaluateConfig(cache_dir=str(tmp_path)),
+                               hybrid=True)
+    subset = judged_subset(NEWS)
+    dense = dense_search(FakeEncoder(), subset, k=100, cache_dir=tmp_path).run
+    lexical = bm25_search(subset)
+    # the fake encoder knows none of NEWS's words: dense ties every document, so BM25 decides the fused order
+    assert max(lexical["q_solar"], key=lexical["q_solar"].get) == "solar"
+    assert hybrid.per_query == per_query_metrics(subset.qrels, rrf_runs([dense, lexical], k=60, depth=100))
+    assert hybrid.per_query["q_solar"]["mrr@10"] == 1.0
+
+
+def test_hybrid_needs_a_dense_side():
+    with pytest.raises(ValueError, match="bm25 alone cannot be the dense side"):
+        evaluate_detailed("bm25", NEWS, hybrid=True)
+
+
+def test_evaluate_stage_scores_rl_plus_bm25(tmp_path, monkeypatch, tiny_model_dir):
+    """The evaluate stage on a tiny set: `rl+bm25` is a system of metrics/eval.json and of reports/eval.md."""
+    from searchr3 import stages
+    from searchr3.eval.report import metrics_rows
+    from searchr3.model.config import ModelConfig
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_model_dir, tmp_path / "models" / "rl")
+    folder = tmp_path / "data" / "eval" / "news-test"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n"
+                                                 for d, t in NEWS.corpus.items()))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n"
+                                                  for q, t in NEWS.queries.items()))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{r}\n" for q, docs in NEWS.qrels.items() for d, r in docs.items()))
+    params = {"evaluate": {"systems": ["bm25", "rl", "rl+bm25"], "reasoning": [], "cache_dir": str(tmp_path / "cache")},
+              "model": {"precision": "fp32"}}
+    results = stages.evaluate(params, data_dir="data", progress=False)
+    by_system = results["news-test"]
+    assert list(by_system) == ["bm25", "rl", "rl+bm25"]
+    rl_alone = evaluate_detailed("models/rl", NEWS, config=EvaluateConfig(cache_dir=str(tmp_path / "cache")),
+                                 model_config=ModelConfig(precision="fp32"))
+    assert by_system["rl"]["ndcg@10"] == pytest.approx(rl_alone.result["ndcg@10"])
+    fused = evaluate_detailed("models/rl", NEWS, config=EvaluateConfig(cache_dir=str(tmp_path / "cache")),
+                              model_config=ModelConfig(precision="fp32"), hybrid=True)
+    assert by_system["rl+bm25"]["ndcg@10"] == pytest.approx(fused.result["ndcg@10"])
+    assert json.loads((tmp_path / "metrics" / "eval.json").read_text()) == results
+    report = (tmp_path / "reports" / "eval.md").read_text()
+    assert render_table(metrics_rows(results)) in report and "| news-test | test  | rl+bm25 |" in report
+
+
+def test_command_hybrid_with_a_model_folder(tmp_path, capsys, tiny_model_dir):
+    from searchr3.cli import main
+
+    beir = write_beir(tmp_path / "toy", NEWS.corpus, {"q_solar": NEWS.queries["q_solar"]}, {"q_solar": {"solar": 1}})
+    out = tmp_path / "hybrid.json"
+    assert main(["--params", str(tmp_path / "absent.yaml"), "evaluate", "--model", str(tiny_model_dir),
+                 "--dataset", str(beir), "--hybrid", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["system"] == f"{tiny_model_dir}+bm25"
+    # BM25 retrieves only solar (the one document sharing a term): 1/61 + 1/(60 + dense rank) beats any 1/61
+    assert result["mrr@10"] == 1.0
+    assert "--hybrid" in capsys.readouterr().out
+    assert main(["--params", str(tmp_path / "absent.yaml"), "evaluate", "--model", "bm25", "--dataset", str(beir),
+                 "--hybrid"]) == 2
+    assert "--hybrid fuses BM25 with a dense system" in capsys.readouterr().err

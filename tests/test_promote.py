@@ -124,6 +124,22 @@ def test_promote_copies_the_release_and_writes_the_record(workspace):
     assert (workspace / rec["model"] / "model.safetensors").read_bytes() == b"weights-v1"
 
 
+def test_promote_copies_the_corpus_and_writes_a_model_card(workspace):
+    (workspace / "models" / "rl" / "manifest.json").write_text(json.dumps({"stage": "rl", "weights_sha256": "abc"}))
+    (workspace / "data" / "eval" / "x-test").mkdir(parents=True)
+    (workspace / "data" / "eval" / "x-test" / "corpus.jsonl").write_text('{"_id": "d1", "text": "t"}\n')
+    (workspace / "indexes" / "production" / "manifest.json").write_text(
+        json.dumps({"model_path": "models/rl", "corpus": "data/eval/x-test"}))
+    rec = promote(decide(metrics(rl=0.42), None, GATE, 0.005), metrics(rl=0.42), PromoteConfig(), now=at(2),
+                  cwd=workspace)
+    assert rec["corpus"] == "production/releases/20260101T020000Z/corpus"
+    assert (workspace / rec["corpus"] / "corpus.jsonl").read_text() == '{"_id": "d1", "text": "t"}\n'
+    assert rec["source"]["corpus"] == "data/eval/x-test" and rec["model_checksum"] == "abc"
+    card = (workspace / rec["model_card"]).read_text()
+    assert rec["model_card"] == rec["model"] + "/README.md"
+    assert card.startswith("---\n") and "model-index" in card and "0.42" in card
+
+
 def test_index_encoded_by_another_model_is_not_promoted_with_it(workspace):
     (workspace / "models" / "sft").mkdir()
     d = decide(metrics(sft=0.3), None, GATE, 0.005)  # rl not evaluated: sft is promoted; the index is rl's

@@ -15,6 +15,8 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", required=True, type=Path, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
     p.add_argument("--split", default="test", help="qrels split to evaluate (default: test)")
     p.add_argument("--reasoning", action="store_true", help="queries reason before embedding (model folders only)")
+    p.add_argument("--hybrid", action="store_true",
+                   help="fuse the dense ranking with BM25's (reciprocal-rank fusion, evaluate.rrf_k); minilm or a model folder")
     p.add_argument("--out", type=Path, default=None, help="write the result as JSON to this file")
     p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
     p.set_defaults(func=run)
@@ -45,6 +47,8 @@ def reproduce_command(args) -> str:
     parts += ["evaluate", "--model", args.model, "--dataset", str(args.dataset), "--split", args.split]
     if args.reasoning:
         parts.append("--reasoning")
+    if args.hybrid:
+        parts.append("--hybrid")
     if args.max_queries is not None:
         parts += ["--max-queries", str(args.max_queries)]
     if args.out is not None:
@@ -56,6 +60,9 @@ def run(args) -> int:
     from searchr3.eval.evaluate import BASELINES, evaluate_detailed
     from searchr3.eval.report import render_table
 
+    if args.hybrid and args.model == "bm25":
+        print("error: --hybrid fuses BM25 with a dense system; use --model minilm or a model folder", file=sys.stderr)
+        return 2
     if args.reasoning and args.model in BASELINES:
         print(f"error: {args.model} cannot reason; --reasoning needs a model folder", file=sys.stderr)
         return 2
@@ -67,7 +74,10 @@ def run(args) -> int:
     eval_config, model_config, bm25_config = _settings(args)
     rs = load_beir(args.dataset, args.split)
     evaluation = evaluate_detailed(args.model, rs, args.reasoning, split=args.split, max_queries=args.max_queries,
-                                   config=eval_config, model_config=model_config, bm25=bm25_config, progress=True)
+                                   config=eval_config, model_config=model_config, bm25=bm25_config, progress=True,
+                                   hybrid=args.hybrid)
+    if args.hybrid:
+        evaluation.result["system"] += "+bm25"
     print(render_table([evaluation.result]))
     for i, trace in enumerate(evaluation.example_traces, 1):
         print(f"example trace {i}: {trace!r}")

@@ -1,4 +1,4 @@
-"""``searchr3 model materialize``: the base-model stage."""
+"""``searchr3 model materialize``: the base-model stage. ``searchr3 model card PATH``: a Hugging Face model card."""
 from __future__ import annotations
 
 import json
@@ -14,6 +14,15 @@ def register(sub) -> None:
     m.add_argument("--out", default="models/base", help="output folder (default: models/base)")
     m.add_argument("--source", default=None, help="override model.base from params.yaml")
     m.set_defaults(func=_materialize)
+    c = verbs.add_parser("card", help="write a Hugging Face model card (README.md with YAML metadata) for a model folder")
+    c.add_argument("path", help="model folder (save_pretrained layout, with manifest.json)")
+    c.add_argument("--metrics", default="metrics/eval.json",
+                   help="evaluation metrics for model-index (default: metrics/eval.json when it exists)")
+    c.add_argument("--system", default=None, help="the metrics row that is this model (default: from its manifest: rl, sft, base)")
+    c.add_argument("--base-model", default=None, help="hub id of the base model (default: followed through the manifests)")
+    c.add_argument("--data-manifest", default="data/manifest.json", help="data stage manifest naming the datasets")
+    c.add_argument("--out", default=None, help="where to write (default: PATH/README.md)")
+    c.set_defaults(func=_card)
 
 
 def _materialize(args) -> int:
@@ -25,3 +34,33 @@ def _materialize(args) -> int:
     manifest = materialize(source, args.out)
     print(json.dumps(manifest, indent=2))
     return 0
+
+
+def _card(args) -> int:
+    import sys
+    from pathlib import Path
+
+    from searchr3.model.card import datasets_of, write_model_card
+
+    folder = Path(args.path)
+    if not (folder / "config.json").is_file():
+        print(f"error: {folder}: not a model folder (no config.json)", file=sys.stderr)
+        return 2
+    metrics = _json_file(Path(args.metrics))
+    data_manifest = _json_file(Path(args.data_manifest))
+    config = section(load_params(args.params, args.profile), "model", ModelConfig) if Path(args.params).exists() else None
+    out = write_model_card(folder, args.out, metrics=metrics, system=args.system, base_model=args.base_model,
+                           datasets=datasets_of(data_manifest), config=config)
+    print(f"wrote {out}" + ("" if metrics else f" (no evaluation: {args.metrics} not found)"))
+    return 0
+
+
+def _json_file(path):
+    from searchr3.data.errors import DataError
+
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(path, err.lineno, "invalid-json", err.msg) from None

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 @dataclass
 class EvaluateConfig:
     # what is scored (the evaluate stage)
-    systems: list[str] = field(default_factory=lambda: ["bm25", "minilm", "base", "sft", "rl"])
+    # a name ending in +bm25 is that dense system fused with BM25 (reciprocal-rank fusion): "rl+bm25"
+    systems: list[str] = field(default_factory=lambda: ["bm25", "minilm", "base", "sft", "rl", "rl+bm25"])
     reasoning: list[str] = field(default_factory=lambda: ["base", "sft", "rl"])  # also scored with reasoning (+reasoning)
     sets: list[str] | None = field(default_factory=lambda: ["codesearch-test"])  # data/eval/<name> folders; null: all
     max_queries: int | None = None  # per set; null: all judged queries
@@ -20,3 +21,4 @@ class EvaluateConfig:
     top_k: int = 100  # documents retrieved per query (recall@100 needs at least 100)
     cache_dir: str = "cache/embeddings"  # document embeddings cached here, keyed by model checksum + corpus
     minilm_batch_size: int = 32  # texts per forward pass for the all-MiniLM-L6-v2 baseline
+    rrf_k: int = 60  # reciprocal-rank fusion constant of the hybrid (BM25 + dense): score = sum 1 / (rrf_k + rank)

@@ -1,4 +1,9 @@
-"""Evaluate one system (``bm25``, ``minilm`` or a trained model folder) on a RetrievalSet."""
+"""Evaluate one system (``bm25``, ``minilm`` or a trained model folder) on a RetrievalSet.
+
+``hybrid=True`` scores a dense system fused with BM25 by reciprocal-rank fusion (``searchr3.eval.fusion``):
+both retrieve ``top_k`` documents per query and the fused ranking is cut to ``top_k`` again. The evaluate
+stage names such a system ``<system>+bm25`` (``rl+bm25``), as the search service's ``mode=hybrid`` is.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,6 +16,7 @@ from searchr3.eval.config import EvaluateConfig
 from searchr3.eval.metrics import compute_metrics, per_query_metrics
 
 BASELINES = ("bm25", "minilm")
+HYBRID_SUFFIX = "+bm25"  # evaluate-stage name of a dense system fused with BM25 ("rl+bm25")
 RESULT_KEYS = ("dataset", "split", "system", "queries", "ndcg@10", "recall@100", "mrr@10")
 REASONING_KEYS = ("fallbacks", "emission_rate", "mean_reasoning_tokens")
 
@@ -56,15 +62,19 @@ def load_encoder(system: str, config: EvaluateConfig, model_config=None):
 
 def evaluate_detailed(system: str, rs: RetrievalSet, reasoning: bool = False, *, split: str | None = None,
                       max_queries: int | None = None, config: EvaluateConfig | None = None, model_config=None,
-                      bm25: Bm25Config | None = None, encoder=None, progress: bool = False) -> Evaluation:
+                      bm25: Bm25Config | None = None, encoder=None, progress: bool = False,
+                      hybrid: bool = False) -> Evaluation:
     """Retrieve for every judged query of ``rs`` with ``system`` and score the run.
 
     ``config`` is the ``evaluate:`` section (top_k, cache_dir, minilm_batch_size), ``bm25`` the ``bm25:`` one;
-    ``encoder`` overrides loading (``system`` is then only the label); ``split`` defaults to ``rs.meta["split"]``.
+    ``encoder`` overrides loading (``system`` is then only the label); ``split`` defaults to ``rs.meta["split"]``;
+    ``hybrid`` fuses the dense run with BM25's (reciprocal-rank fusion, ``config.rrf_k``).
     """
     config = config or EvaluateConfig()
     if reasoning and system in BASELINES and encoder is None:
         raise ValueError(f"{system} cannot reason; --reasoning needs a trained model folder")
+    if hybrid and system == "bm25" and encoder is None:
+        raise ValueError("hybrid fuses BM25 with a dense system; bm25 alone cannot be the dense side")
     subset = judged_subset(rs, max_queries)
     traces: list[str] = []
     reasoning_stats = {}
@@ -82,6 +92,12 @@ def evaluate_detailed(system: str, rs: RetrievalSet, reasoning: bool = False, *,
         if reasoning:
             reasoning_stats = {"fallbacks": dense.fallbacks, "emission_rate": dense.emission_rate,
                                "mean_reasoning_tokens": dense.mean_reasoning_tokens}
+        if hybrid:
+            from searchr3.eval.bm25 import bm25_search
+            from searchr3.eval.fusion import rrf_runs
+
+            lexical = bm25_search(subset, k=config.top_k, config=bm25, progress=progress)
+            run = rrf_runs([run, lexical], k=config.rrf_k, depth=config.top_k)
     result = {"dataset": rs.name, "split": split or rs.meta.get("split"), "system": system,
               "queries": len(subset.queries), **compute_metrics(subset.qrels, run), **reasoning_stats}
     return Evaluation(result=result, per_query=per_query_metrics(subset.qrels, run), example_traces=traces)

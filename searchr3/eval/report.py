@@ -1,4 +1,7 @@
-"""Render evaluation results (dicts from ``searchr3.eval.evaluate``) as a markdown table; write the report."""
+"""Render evaluation results (dicts from ``searchr3.eval.evaluate``) as a markdown table; write the report.
+
+:func:`table_cells` formats every cell once: the markdown table of reports/eval.md and the search service's
+page (which renders a release's metrics/eval.json through :func:`metrics_rows`) show the same numbers."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,16 +18,29 @@ def _cell(value) -> str:
     return str(value)
 
 
-def render_table(results: list[dict]) -> str:
-    """One row per result; the reasoning columns appear only when some result has them."""
-    if not results:
-        return "(no results)"
+def metrics_rows(metrics: dict) -> list[dict]:
+    """``metrics/eval.json`` (``{dataset: {system: result}}``) back into the rows the report was rendered from."""
+    return [{"dataset": dataset, "system": system, **result}
+            for dataset, systems in metrics.items() if isinstance(systems, dict)
+            for system, result in systems.items() if isinstance(result, dict)]
+
+
+def table_cells(results: list[dict]) -> tuple[list[str], list[list[str]], list[bool]]:
+    """``(columns, rows of formatted cells, numeric flag per column)``; reasoning columns only when some row has them."""
     columns = list(RESULT_KEYS)
     if any(k in r for r in results for k in REASONING_KEYS):
         columns += list(REASONING_KEYS)
     rows = [[_cell(r.get(c)) for c in columns] for r in results]
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
     numeric = [all(isinstance(r.get(c), (int, float)) or r.get(c) is None for r in results) for c in columns]
+    return columns, rows, numeric
+
+
+def render_table(results: list[dict]) -> str:
+    """One row per result; the reasoning columns appear only when some result has them."""
+    if not results:
+        return "(no results)"
+    columns, rows, numeric = table_cells(results)
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
 
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(cell.rjust(w) if num else cell.ljust(w)

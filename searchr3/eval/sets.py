@@ -10,7 +10,7 @@ from searchr3.data.bm25 import Bm25Config
 from searchr3.data.build import eval_set_dirs, load_eval_set
 from searchr3.data.errors import ArtifactError
 from searchr3.eval.config import EvaluateConfig
-from searchr3.eval.evaluate import evaluate_detailed
+from searchr3.eval.evaluate import HYBRID_SUFFIX, evaluate_detailed
 from searchr3.paths import PATHS
 
 log = logging.getLogger(__name__)
@@ -52,15 +52,16 @@ def evaluate_sets(data_dir: str | Path, config: EvaluateConfig, models: dict[str
         rs = load_eval_set(folder)
         out.results[folder.name] = {}
         for system in config.systems:
+            dense, hybrid = system.removesuffix(HYBRID_SUFFIX), system.endswith(HYBRID_SUFFIX)  # rl+bm25: fused
             for reasoning in ([False, True] if system in config.reasoning else [False]):
                 name = system + ("+reasoning" if reasoning else "")
-                target = models.get(system, system)
-                if system in models and not Path(target).is_dir():
+                target = models.get(dense, dense)
+                if dense in models and not Path(target).is_dir():
                     log.warning("skipping %s: %s does not exist", name, target)
                     continue
                 log.info("evaluating %s on %s", name, folder.name)
                 ev = evaluate_detailed(target, rs, reasoning, max_queries=config.max_queries, config=config,
-                                       model_config=model_config, bm25=bm25, progress=progress)
+                                       model_config=model_config, bm25=bm25, progress=progress, hybrid=hybrid)
                 out.results[folder.name][name] = {k: v for k, v in ev.result.items() if k not in ("dataset", "system")}
                 out.rows.append({**ev.result, "system": name})
                 out.examples += [(folder.name, name, t) for t in ev.example_traces[:2]]

@@ -326,10 +326,13 @@ class Embedder:
         return self.encode_ids(self.tokenize_documents(texts), batch_size, progress, padding_side, "documents")
 
     def encode_queries(self, texts: list[str], reasoning: bool = False, return_traces: bool = False,
-                       batch_size: int | None = None, progress: bool = False, temperature: float | None = None) -> QueryEmbeddings:
+                       batch_size: int | None = None, progress: bool = False, temperature: float | None = None,
+                       max_time: float | None = None) -> QueryEmbeddings:
+        """``max_time`` (seconds, reasoning only) caps each generation batch; a cut trace gets the fallback suffix."""
         if not reasoning:
             return QueryEmbeddings(self.encode_ids(self.tokenize_queries(texts), batch_size, progress, desc="queries"))
-        gen = self.generate_reasoning(texts, batch_size=batch_size, progress=progress, temperature=temperature)
+        gen = self.generate_reasoning(texts, batch_size=batch_size, progress=progress, temperature=temperature,
+                                      max_time=max_time)
         vectors = self.encode_ids(gen.full_ids, batch_size, desc="traces")
         if gen.fallbacks:
             log.info("reasoning: %d of %d traces did not emit %s; appended the fallback suffix",
@@ -340,8 +343,12 @@ class Embedder:
     # ---- reasoning ------------------------------------------------------------------------------
     @torch.inference_mode()
     def generate_reasoning(self, texts: list[str], batch_size: int | None = None, progress: bool = False,
-                           temperature: float | None = None, max_new_tokens: int | None = None) -> "Reasoning":
-        """Generate an analysis per query; returns prompt ids, generated ids and full ids ending in the token."""
+                           temperature: float | None = None, max_new_tokens: int | None = None,
+                           max_time: float | None = None) -> "Reasoning":
+        """Generate an analysis per query; returns prompt ids, generated ids and full ids ending in the token.
+
+        ``max_time`` (seconds) stops each batch's generation when it runs out (a time budget for serving).
+        """
         prompts = self.tokenize_reasoning_prompts(texts)
         bs = batch_size or max(self.config.batch_size, 1)
         temp = self.config.temperature if temperature is None else temperature
@@ -352,7 +359,7 @@ class Embedder:
         stop = self.eos_ids | {self.embed_token_id}
         for start in range(0, len(order), bs):
             b = order[start: start + bs]
-            out = decode(self.model, [prompts[i] for i in b], self.pad_id, stop, max_new, temp)
+            out = decode(self.model, [prompts[i] for i in b], self.pad_id, stop, max_new, temp, max_time=max_time)
             for new_ids, i in zip(out, b):
                 generated[i] = self._cut_trace(new_ids)
             if bar:

@@ -16,12 +16,17 @@ import torch
 
 
 def decode(model, prompts: list[list[int]], pad_id: int, stop_ids: set[int], max_new_tokens: int,
-           temperature: float = 0.0) -> list[list[int]]:
-    """Generate up to ``max_new_tokens`` per prompt; each list ends at (and includes) its first stop token."""
+           temperature: float = 0.0, max_time: float | None = None) -> list[list[int]]:
+    """Generate up to ``max_new_tokens`` per prompt; each list ends at (and includes) its first stop token.
+
+    ``max_time`` (seconds, a serving budget): no new step starts once it has passed; rows then end where they are.
+    """
+    import time
     from transformers import DynamicCache
 
     from searchr3.model.embedder import pad_batch  # here: the embedder imports this module
 
+    deadline = None if max_time is None else time.monotonic() + max_time
     device = next(model.parameters()).device
     generated: list[list[int]] = [[] for _ in prompts]
     if not prompts or max_new_tokens <= 0:
@@ -37,7 +42,7 @@ def decode(model, prompts: list[list[int]], pad_id: int, stop_ids: set[int], max
         token = _pick(logits, temperature)
         for row, t in zip(rows.tolist(), token.tolist()):
             generated[row].append(t)
-        if step == max_new_tokens - 1:
+        if step == max_new_tokens - 1 or (deadline is not None and time.monotonic() >= deadline):
             break
         going = ~torch.isin(token, stop)
         if not bool(going.any()):
