@@ -57,7 +57,7 @@ def stage_model(workspace: Path, model: Path) -> None:
 def promote_staged(workspace: Path, hour: int) -> dict:
     """Promote what models/rl + indexes/production hold now (the gate is skipped: this measures serving)."""
     decision = Decision(True, "benchmark release", None, None, "rl", SET)
-    return promote(decision, {}, PromoteConfig(keep_releases=3), run_id=f"bench{hour:04d}", cwd=workspace,
+    return promote(decision, {}, PromoteConfig(keep_releases=3), run_id=f"bench{hour:03d}", cwd=workspace,
                    now=dt.datetime(2026, 1, 1, hour, tzinfo=dt.timezone.utc))
 
 
@@ -187,7 +187,8 @@ def main(argv=None) -> int:
                       f"p99 {row['p99_ms']:>8.1f} ms  errors {row['errors']}  mean batch {row['mean_batch']}", flush=True)
 
         # promotion under load: stage the second model first (index built), promote a quarter of the way in
-        stage_model(workspace, model_b)
+        if Path(model_b) != Path(model):
+            stage_model(workspace, model_b)  # (the same model: its staged model and index are promoted again)
         promoted = {}
         swap = run_phase(url, queries, "mixed", 4, args.swap_requests, args.timeout_s,
                          during=lambda: promoted.update(promote_staged(workspace, 2)))

@@ -356,3 +356,13 @@ def test_serve_section_of_params_yaml_maps_onto_the_dataclass():
     assert cfg.max_k == 100 and cfg.host == "127.0.0.1"
     with pytest.raises(ValueError, match="serve.default_k"):
         ServeConfig(default_k=200)
+
+
+def test_the_service_imports_neither_prefect_nor_dvc():
+    import subprocess
+    import sys
+
+    code = ("import sys, searchr3.serve.app, searchr3.commands.serve, searchr3.release, searchr3.model.card; "
+            "print(sorted(m for m in ('prefect', 'dvc') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -98,12 +98,18 @@ def test_page_in_headless_chromium(server):
             assert page.locator("#results li").count() == 1
             assert page.locator("#results li .docid").inner_text() == "solar"
 
-            page.fill("#q", "x" * 1001)  # the page itself caps the box; the API's message is shown for bad input
+            page.fill("#q", "x" * 1001)  # the page caps what the API refuses: the box, and k through form validation
             assert len(page.locator("#q").input_value()) == 1000
             page.fill("#k", "500")
+            assert page.locator("#k").evaluate("input => input.validity.rangeOverflow")
+            page.fill("#k", "10")
+            page.fill("#q", "photovoltaic sunlight")
+            page.check("#reasoning")  # reasoning with mode bm25: the API's one-line refusal is shown
             page.click("#go")
             page.wait_for_function("document.querySelector('#status').className === 'error'", timeout=30_000)
-            assert "k must be between 1 and 100" in page.locator("#status").inner_text()
+            assert page.locator("#status").inner_text() == \
+                "error: reasoning needs the model: use mode=dense or mode=hybrid"
+            assert page.locator("#results li").count() == 0
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 10_000
