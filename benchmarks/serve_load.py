@@ -131,8 +131,11 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", nargs="+", default=["dense", "hybrid"], choices=["dense", "hybrid", "bm25"])
     parser.add_argument("--swap-requests", type=int, default=400, help="requests of the promotion phase (default 400)")
     parser.add_argument("--timeout-s", type=float, default=60.0)
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "serve_load.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON results (default: reports/serve_load/tiny.json, or <model folder name>.json)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = ROOT / "reports" / "serve_load" / (f"{args.model.name}.json" if args.model else "tiny.json")
     args.out = args.out.resolve()  # the script works inside a temporary workspace
     args.model = args.model.resolve() if args.model else None
     args.model_b = args.model_b.resolve() if args.model_b else None
