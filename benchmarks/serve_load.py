@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     workspace = Path(tempfile.mkdtemp(prefix="serve-load-"))
     proc = None
     try:
-        from searchr3.model.tiny import build_tiny_model
+        from searchr3.model.materialize import build_tiny_model
 
         model = args.model or build_tiny_model(workspace / "tiny-a", seed=0)
         model_b = args.model_b or (build_tiny_model(workspace / "tiny-b", seed=1) if args.model is None else model)

@@ -185,7 +185,7 @@ SERVE_DOCS = [
 @pytest.fixture(scope="session")
 def tiny_model_dir_b(tmp_path_factory) -> Path:
     """A second tiny random model (another seed: other weights, other checksum) for hot-swap tests."""
-    from searchr3.model.tiny import build_tiny_model
+    from searchr3.model.materialize import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-b", seed=1)
 

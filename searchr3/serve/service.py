@@ -248,9 +248,9 @@ class SearchService:
                 ranking = [(d, s, {}) for d, s in lexical[: query.k]]
             else:
                 dense_rank = {d: i for i, (d, _) in enumerate(dense, start=1)}
-                bm25_rank = {d: i for i, (d, _) in enumerate(lexical, start=1)}
+                lexical_rank = {d: i for i, (d, _) in enumerate(lexical, start=1)}
                 fused = rrf([[d for d, _ in dense], [d for d, _ in lexical]], self.rrf_k, depth=query.k)
-                ranking = [(d, s, {"dense_rank": dense_rank.get(d), "bm25_rank": bm25_rank.get(d)}) for d, s in fused]
+                ranking = [(d, s, {"dense_rank": dense_rank.get(d), "bm25_rank": lexical_rank.get(d)}) for d, s in fused]
         return [self._result(release, rank, d, s, extra) for rank, (d, s, extra) in enumerate(ranking, start=1)], reasoning
 
     def _reason(self, release: LoadedRelease, query: Query):
