@@ -12,6 +12,8 @@ token; sampled output follows the same distribution (not the same draws: finishe
 """
 from __future__ import annotations
 
+import time
+
 import torch
 
 
@@ -21,7 +23,6 @@ def decode(model, prompts: list[list[int]], pad_id: int, stop_ids: set[int], max
 
     ``max_time`` (seconds, a serving budget): no new step starts once it has passed; rows then end where they are.
     """
-    import time
     from transformers import DynamicCache
 
     from searchr3.model.embedder import pad_batch  # here: the embedder imports this module
