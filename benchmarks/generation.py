@@ -49,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def hf_generate(emb, prompts, stop, max_new, temperature):
-    from searchr3.model.embedder import pad_batch
+    from searchr3.model.padding import pad_batch
 
     ids, mask, _ = pad_batch(prompts, emb.pad_id, "left", emb.device)
     kwargs = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else dict(do_sample=False)

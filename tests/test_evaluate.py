@@ -384,7 +384,8 @@ def test_evaluate_stage_scores_rl_plus_bm25(tmp_path, monkeypatch, tiny_model_di
                                                   for q, t in NEWS.queries.items()))
     (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
         f"{q}\t{d}\t{r}\n" for q, docs in NEWS.qrels.items() for d, r in docs.items()))
-    params = {"evaluate": {"systems": ["bm25", "rl", "rl+bm25"], "reasoning": [], "cache_dir": str(tmp_path / "cache")},
+    params = {"evaluate": {"systems": ["bm25", "rl", "rl+bm25"], "reasoning": [], "sets": None,
+                           "cache_dir": str(tmp_path / "cache")},
               "model": {"precision": "fp32"}}
     results = stages.evaluate(params, data_dir="data", progress=False)
     by_system = results["news-test"]
@@ -405,13 +406,15 @@ def test_command_hybrid_with_a_model_folder(tmp_path, capsys, tiny_model_dir):
 
     beir = write_beir(tmp_path / "toy", NEWS.corpus, {"q_solar": NEWS.queries["q_solar"]}, {"q_solar": {"solar": 1}})
     out = tmp_path / "hybrid.json"
-    assert main(["--params", str(tmp_path / "absent.yaml"), "evaluate", "--model", str(tiny_model_dir),
+    params = tmp_path / "params.yaml"
+    params.write_text("{}\n")  # every default
+    assert main(["--params", str(params), "evaluate", "--model", str(tiny_model_dir),
                  "--dataset", str(beir), "--hybrid", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["system"] == f"{tiny_model_dir}+bm25"
     # BM25 retrieves only solar (the one document sharing a term): 1/61 + 1/(60 + dense rank) beats any 1/61
     assert result["mrr@10"] == 1.0
     assert "--hybrid" in capsys.readouterr().out
-    assert main(["--params", str(tmp_path / "absent.yaml"), "evaluate", "--model", "bm25", "--dataset", str(beir),
+    assert main(["--params", str(params), "evaluate", "--model", "bm25", "--dataset", str(beir),
                  "--hybrid"]) == 2
     assert "--hybrid fuses BM25 with a dense system" in capsys.readouterr().err

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from searchr3.model.embedder import Embedder, pad_batch
+from searchr3.model.embedder import Embedder
+from searchr3.model.padding import pad_batch
 from searchr3.model.generation import decode
 
 QUERIES = ["sum numbers", "fox jumps over", "x", "search engines rank documents"]

@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 
 from searchr3.index.snapshot import load_snapshot
 from searchr3.model.config import ModelConfig
-from searchr3.model.embedder import Embedder, LabelledSequence, Reasoning, pad_batch
+from searchr3.model.embedder import Embedder, LabelledSequence, Reasoning
+from searchr3.model.padding import pad_batch
 from searchr3.train import common
 from searchr3.train.grpo import (
     Scores,

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from searchr3.model.config import EMBED_TOKEN, ModelConfig, Templates
-from searchr3.model.embedder import (BF16_SPEEDUP, Embedder, auto_dtype, bf16_matmul_speedup, embed_hidden, pad_batch,
+from searchr3.model.embedder import (BF16_SPEEDUP, Embedder, auto_dtype, bf16_matmul_speedup, embed_hidden,
                                      resolve_dtype)
 from searchr3.model.materialize import MANIFEST, materialize, weights_sha256
+from searchr3.model.padding import pad_batch
 from searchr3.model.tiny import build_tiny_raw
 
 DOCS = [

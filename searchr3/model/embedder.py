@@ -34,6 +34,7 @@ import torch
 from searchr3.errors import ArtifactError, ConfigError
 from searchr3.model.config import EMBED_TOKEN, IGNORE_INDEX, ModelConfig, Templates
 from searchr3.model.generation import decode
+from searchr3.model.padding import pad_batch
 from searchr3.model.materialize import MANIFEST, weights_sha256
 from searchr3.model.packing import last_token_in_segments, pack, packed_attention, supports_packing, token_budget_batches
 
@@ -133,22 +134,6 @@ def last_token_positions(input_ids: torch.Tensor, token_id: int) -> torch.Tensor
         raise ValueError(f"rows {missing} contain no {EMBED_TOKEN}")
     idx = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
     return torch.where(hits, idx, -1).max(dim=1).values
-
-
-def pad_batch(seqs: list[list[int]], pad_id: int, side: str = "right", device=None):
-    """Pad id lists into ``(input_ids, attention_mask, position_ids)``; positions count real tokens only."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if side == "right":
-            ids[i, : len(s)] = torch.tensor(s)
-            mask[i, : len(s)] = 1
-        else:
-            ids[i, width - len(s):] = torch.tensor(s)
-            mask[i, width - len(s):] = 1
-    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    return ids.to(device), mask.to(device), positions.to(device)
 
 
 def pad_labelled(seqs: list[LabelledSequence], pad_id: int, device=None):

@@ -16,6 +16,8 @@ import time
 
 import torch
 
+from searchr3.model.padding import pad_batch
+
 
 def decode(model, prompts: list[list[int]], pad_id: int, stop_ids: set[int], max_new_tokens: int,
            temperature: float = 0.0, max_time: float | None = None) -> list[list[int]]:
@@ -24,8 +26,6 @@ def decode(model, prompts: list[list[int]], pad_id: int, stop_ids: set[int], max
     ``max_time`` (seconds, a serving budget): no new step starts once it has passed; rows then end where they are.
     """
     from transformers import DynamicCache
-
-    from searchr3.model.embedder import pad_batch  # here: the embedder imports this module
 
     deadline = None if max_time is None else time.monotonic() + max_time
     device = next(model.parameters()).device

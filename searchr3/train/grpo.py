@@ -47,7 +47,8 @@ from searchr3.index.refresh import REASONS as REFRESH_REASONS, KnnGraph, Refresh
 from searchr3.index.snapshot import load_snapshot, save_snapshot
 from searchr3.index.store import DocumentIndex
 from searchr3.model.config import IGNORE_INDEX, ModelConfig
-from searchr3.model.embedder import LabelledSequence, Reasoning, pad_batch, pad_labelled
+from searchr3.model.embedder import LabelledSequence, Reasoning, pad_labelled
+from searchr3.model.padding import pad_batch
 from searchr3.train import common
 from searchr3.train.advantages import group_advantages
 from searchr3.train.grpo_config import GRPOConfig

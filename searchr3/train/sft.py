@@ -25,7 +25,8 @@ import torch
 
 from searchr3.data.types import RetrievalSet
 from searchr3.model.config import IGNORE_INDEX, ModelConfig
-from searchr3.model.embedder import Embedder, pad_batch, pad_labelled
+from searchr3.model.embedder import Embedder, pad_labelled
+from searchr3.model.padding import pad_batch
 from searchr3.train import common
 from searchr3.train.losses.composite import CompositeLoss
 from searchr3.train.sft_config import SFTConfig
