@@ -235,3 +235,38 @@ def serve_workspace(tmp_path, tiny_model_dir) -> Path:
 def promote_tiny():
     """``promote_tiny(root, model_dir, hour)``: promote another model in a ``serve_workspace`` (see promote_model)."""
     return promote_model
+
+
+def run_promotion_under_load(request, promote, modes, warmup_s: float, timeout_s: float):
+    """Threads send ``request(mode)`` in a loop (one per entry of ``modes``; it returns ``(ok, release or error)``)
+    while ``promote()`` runs after ``warmup_s``; they stop once a response names the new release (or after
+    ``timeout_s``). Returns ``(releases seen in order, failures, the new release)``."""
+    import threading
+    import time
+
+    seen, failures, stop = [], [], threading.Event()
+
+    def hammer(mode):
+        while not stop.is_set():
+            ok, value = request(mode)
+            (seen if ok else failures).append(value)
+
+    threads = [threading.Thread(target=hammer, args=(m,)) for m in modes]
+    for t in threads:
+        t.start()
+    time.sleep(warmup_s)
+    second = promote()
+    deadline = time.time() + timeout_s
+    while (not seen or seen[-1] != second) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    stop.set()
+    for t in threads:
+        t.join()
+    return seen, failures, second
+
+
+@pytest.fixture
+def promotion_under_load():
+    """``promotion_under_load(request, promote, modes, warmup_s, timeout_s)``: see run_promotion_under_load."""
+    return run_promotion_under_load

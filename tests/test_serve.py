@@ -244,30 +244,18 @@ def test_a_full_queue_refuses_at_once():
 # ---- hot swap --------------------------------------------------------------------------------------------------
 
 def test_promotion_while_requests_run_swaps_with_no_failed_request(client, service, serve_workspace,
-                                                                   tiny_model_dir_b, promote_tiny):
+                                                                   tiny_model_dir_b, promote_tiny,
+                                                                   promotion_under_load):
     first = record_of(serve_workspace)["release"]
-    seen, failures, stop = [], [], threading.Event()
 
-    def hammer(mode):
-        while not stop.is_set():
-            response = client.get("/search", params={"q": "sort a list of items", "mode": mode, "k": 3})
-            if response.status_code != 200:
-                failures.append((response.status_code, response.text))
-            else:
-                seen.append(response.json()["release"])
+    def request(mode):
+        response = client.get("/search", params={"q": "sort a list of items", "mode": mode, "k": 3})
+        ok = response.status_code == 200
+        return ok, response.json()["release"] if ok else (response.status_code, response.text)
 
-    threads = [threading.Thread(target=hammer, args=(m,)) for m in ("dense", "hybrid", "dense", "bm25")]
-    for t in threads:
-        t.start()
-    time.sleep(0.3)
-    second = promote_tiny(serve_workspace, tiny_model_dir_b, hour=2)["release"]
-    deadline = time.time() + 30
-    while (not seen or seen[-1] != second) and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.2)
-    stop.set()
-    for t in threads:
-        t.join()
+    seen, failures, second = promotion_under_load(
+        request, lambda: promote_tiny(serve_workspace, tiny_model_dir_b, hour=2)["release"],
+        ("dense", "hybrid", "dense", "bm25"), warmup_s=0.3, timeout_s=30)
     assert failures == []
     assert seen[0] == first and seen[-1] == second
     info = client.get("/release").json()

@@ -115,36 +115,26 @@ def test_page_in_headless_chromium(server):
     assert SCREENSHOT.stat().st_size > 10_000
 
 
-def test_promotion_under_load_fails_no_request(server, tiny_model_dir_b, promote_tiny):
+def test_promotion_under_load_fails_no_request(server, tiny_model_dir_b, promote_tiny, promotion_under_load):
     url, workspace, _ = server
     first = json.loads((workspace / "production" / "record.json").read_text())["release"]
-    seen, failures, stop = [], [], threading.Event()
+    clients, opened = threading.local(), []  # one HTTP connection per load thread
 
-    def hammer(mode: str):
-        with httpx.Client(base_url=url, timeout=60) as client:
-            while not stop.is_set():
-                try:
-                    r = client.get("/search", params={"q": "load json from a file", "mode": mode, "k": 5})
-                except httpx.HTTPError as err:
-                    failures.append(repr(err))
-                    continue
-                if r.status_code == 200:
-                    seen.append(r.json()["release"])
-                else:
-                    failures.append(f"{r.status_code} {r.text}")
+    def request(mode: str):
+        if not hasattr(clients, "client"):
+            clients.client = httpx.Client(base_url=url, timeout=60)
+            opened.append(clients.client)
+        try:
+            r = clients.client.get("/search", params={"q": "load json from a file", "mode": mode, "k": 5})
+        except httpx.HTTPError as err:
+            return False, repr(err)
+        return (True, r.json()["release"]) if r.status_code == 200 else (False, f"{r.status_code} {r.text}")
 
-    threads = [threading.Thread(target=hammer, args=(m,)) for m in ("dense", "hybrid", "dense", "hybrid")]
-    for t in threads:
-        t.start()
-    time.sleep(1.0)
-    second = promote_tiny(workspace, tiny_model_dir_b, hour=2)["release"]
-    deadline = time.time() + 60
-    while (not seen or seen[-1] != second) and time.time() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)
-    stop.set()
-    for t in threads:
-        t.join()
+    seen, failures, second = promotion_under_load(
+        request, lambda: promote_tiny(workspace, tiny_model_dir_b, hour=2)["release"],
+        ("dense", "hybrid", "dense", "hybrid"), warmup_s=1.0, timeout_s=60)
+    for c in opened:
+        c.close()
     assert failures == []
     assert seen[0] == first and seen[-1] == second and len(seen) > 20
     assert httpx.get(url + "/release").json()["release"] == second
