@@ -15,6 +15,7 @@ from searchr3.data.codesearch import (
     functions_in_module,
     normalise,
     select_unambiguous,
+    source_lines,
     stdlib_files,
 )
 
@@ -90,6 +91,15 @@ def test_functions_and_methods_are_extracted_without_docstrings():
                              "    for v in values:\n        total += v\n    return total")
     assert found["pkg/basket.py:Basket.count_items"].source == "def count_items(self):\n    return len(self.items)"
     assert "Nested helpers" in found["pkg/basket.py:outer"].source  # the helper stays inside its parent
+
+
+def test_a_form_feed_between_sections_does_not_shift_the_lines():
+    """The stdlib puts form feeds (^L) between sections; ast counts lines at newlines only (seen: Debian's 3.11.2
+    email/header.py gave Header.__str__ the four lines above it, its own docstring included)."""
+    text = 'X = 1\n\x0c\ndef f(a):\n    """Double it."""\n    return 2 * a\n'
+    assert source_lines(text) == ["X = 1\n", "\x0c\n", "def f(a):\n", '    """Double it."""\n', "    return 2 * a\n"]
+    [found] = functions_in_module(ast.parse(text), source_lines(text), "m.py")
+    assert (found.summary, found.source) == ("Double it.", "def f(a):\n    return 2 * a")
 
 
 def test_ambiguous_summaries_and_sources_are_dropped():

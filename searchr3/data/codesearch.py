@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import io
 import platform
 import re
 import sysconfig
@@ -81,6 +82,12 @@ def _trivial(body: list[ast.stmt]) -> bool:
     return True
 
 
+def source_lines(text: str) -> list[str]:
+    """``text`` cut into lines as ``ast`` numbers them: at newlines only. (``str.splitlines`` also cuts at form
+    feeds and other separators, which the stdlib has between sections, and then every later line number is off.)"""
+    return io.StringIO(text, newline="\n").readlines()
+
+
 def _source_without_docstring(node: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str]) -> str | None:
     doc_node = node.body[0]
     first = min([node.lineno] + [d.lineno for d in node.decorator_list])
@@ -138,7 +145,7 @@ def extract_functions(root: Path, progress: bool = False) -> tuple[list[Function
             unparsable += 1
             continue
         module = path.relative_to(root).as_posix()
-        functions.extend(functions_in_module(tree, text.splitlines(keepends=True), module))
+        functions.extend(functions_in_module(tree, source_lines(text), module))
     return functions, unparsable
 
 
