@@ -7,7 +7,8 @@ index holds). :func:`release_paths` resolves them from a production record; :fun
 recomputes what can be recomputed and returns one :class:`Check` per rule, so a caller (the search
 service before a hot swap) refuses a release whose files do not agree with each other.
 
-To add a rule (per-file sha256 manifests, say), write a ``_check_*`` function returning a
+File integrity is not checked here but by ``searchr3.integrity.verify_artifact`` (per-file sha256 in each
+manifest), the one verifier every loader uses. To add a rule, write a ``_check_*`` function returning a
 :class:`Check` and call it from :func:`verify_release`; callers need no change.
 """
 from __future__ import annotations
@@ -85,38 +86,40 @@ def verify_release(paths: ReleasePaths) -> list[Check]:
     """Every rule's outcome (all are run, so one report names every problem). Reads files only; loads no model.
 
     - ``model_manifest``: ``model/manifest.json`` exists and names ``weights_sha256``;
-    - ``model_weights``: the sha256 of the weight files, recomputed, equals the manifest's;
+    - ``model_weights``: every file the manifest seals has its size and sha256 (``searchr3.integrity``, the
+      verifier the embedder and the snapshot loader use), and the weights sha256 follows from them;
     - ``record_checksum``: the record's ``model_checksum`` (when it has one) equals the recomputed sha256;
-    - ``index_manifest``: the snapshot's manifest is readable and complete;
+    - ``index_manifest``: the snapshot's manifest is readable and complete, and its sealed files verify;
     - ``index_model``: the snapshot's ``model_checksum`` equals the recomputed model sha256 (the index was
       encoded by these weights);
     - ``corpus``: every document id of the index has a text in ``corpus.jsonl`` (snippets and BM25 need them).
     """
-    from searchr3.model.materialize import MANIFEST, weights_sha256
+    from searchr3.integrity import MANIFEST, verify_artifact
+    from searchr3.model.materialize import verify_model
 
     checks: list[Check] = []
     claimed = _json(paths.model / MANIFEST).get("weights_sha256") if (paths.model / MANIFEST).is_file() else None
     checks.append(Check("model_manifest", bool(claimed),
                         f"{paths.model / MANIFEST} names weights_sha256" if claimed
                         else f"{paths.model / MANIFEST}: missing, or without weights_sha256"))
-    try:
-        actual = weights_sha256(paths.model)
-    except (FileNotFoundError, OSError) as err:
-        actual = None
-        checks.append(Check("model_weights", False, str(err)))
-    else:
-        checks.append(Check("model_weights", actual == claimed,
-                            f"weights sha256 {_short(actual)}" + ("" if actual == claimed else
-                                                                  f" but the manifest says {_short(claimed)}")))
+    actual = None
+    if claimed:
+        try:  # the one verifier (searchr3.integrity): every sealed file's size and sha256
+            actual = verify_model(paths.model)
+        except DataError as err:
+            checks.append(Check("model_weights", False, str(err)))
+        else:
+            checks.append(Check("model_weights", True, f"every file sha256-verified; weights {_short(actual)}"))
     record_sum = (paths.record or {}).get("model_checksum")
     if record_sum is not None:
         checks.append(Check("record_checksum", record_sum == actual,
                             f"record model_checksum {_short(record_sum)}" + ("" if record_sum == actual else
                                                                             f" but the weights are {_short(actual)}")))
     try:
-        from searchr3.index.snapshot import read_manifest
+        from searchr3.index.snapshot import INDEX_FILE, IDS_FILE, VERSIONS_FILE, read_manifest
 
         manifest = read_manifest(paths.index)
+        verify_artifact(paths.index, manifest, require=(INDEX_FILE, IDS_FILE, VERSIONS_FILE))
     except DataError as err:
         checks.append(Check("index_manifest", False, str(err)))
         return checks

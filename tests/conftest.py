@@ -10,6 +10,11 @@ os.environ.setdefault("PREFECT_HOME", os.path.join(os.path.dirname(os.path.dirna
 # No test may start a Prefect server of its own: flows run against the session's one server (`prefect_server`),
 # and Prefect without a server URL fails instead of starting an ephemeral one.
 os.environ["PREFECT_SERVER_EPHEMERAL_ENABLED"] = "false"
+# Verified-artifact hashes (searchr3.integrity's fast-path cache) go to a folder of this session, not ~/.cache.
+if "SEARCHR3_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["SEARCHR3_CACHE_DIR"] = tempfile.mkdtemp(prefix="searchr3-test-cache-")
 
 import random  # noqa: E402
 import socket  # noqa: E402

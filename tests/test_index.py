@@ -6,6 +6,7 @@ normalise(base[i] + version * drift[i]), so a refresh at version v must reproduc
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -286,8 +287,77 @@ def test_load_snapshot_reports_bad_files(tmp_path):
         load_snapshot(out)
     out = save_snapshot(index, tmp_path / "idx", {"model_checksum": "abc"})
     (out / "doc_ids.json").write_text(json.dumps(_ids()[:-1]))
+    with pytest.raises(DataError, match=r"doc_ids.json: size_mismatch"):
+        load_snapshot(out)
+    _reseal(out)  # a consistent manifest over inconsistent files: the structural checks still refuse it
     with pytest.raises(DataError, match=r"snapshot-count-mismatch: manifest count=200, index vectors=200, doc ids=199"):
         load_snapshot(out)
     (out / "versions.npy").unlink()
     with pytest.raises(DataError, match=r"versions.npy: snapshot-missing-file"):
+        load_snapshot(out)
+
+
+def _reseal(out):
+    from searchr3.integrity import seal
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps(seal(out, manifest)))
+
+
+def _flip(path, offset: int, n: int = 1):
+    data = bytearray(path.read_bytes())
+    for i in range(offset, offset + n):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", ["index.faiss", "doc_ids.json", "versions.npy"])
+def test_a_flipped_byte_in_any_snapshot_file_is_refused_naming_it(tmp_path, name, monkeypatch):
+    monkeypatch.setenv("SEARCHR3_CACHE_DIR", str(tmp_path / "cache"))
+    index, _ = _built()
+    out = save_snapshot(index, tmp_path / "idx", {"model_checksum": "abc"})
+    load_snapshot(out)  # verified once: the cache now holds its hashes
+    path = out / name
+    _flip(path, path.stat().st_size // 2)  # same size, same folder: only the sha256 tells
+    with pytest.raises(DataError, match=rf"idx/{name}: checksum_mismatch") as err:
+        load_snapshot(out)
+    assert err.value.exit_code == 4
+
+
+def test_verified_hashes_are_cached_by_size_and_times(tmp_path, monkeypatch):
+    import searchr3.integrity as integrity
+
+    monkeypatch.setenv("SEARCHR3_CACHE_DIR", str(tmp_path / "cache"))
+    index, _ = _built()
+    out = save_snapshot(index, tmp_path / "idx", {"model_checksum": "abc"})
+    hashed = []
+    real = integrity.sha256_file
+    monkeypatch.setattr(integrity, "sha256_file", lambda p, *a: hashed.append(Path(p).name) or real(p, *a))
+    load_snapshot(out)
+    assert sorted(hashed) == ["doc_ids.json", "index.faiss", "versions.npy"]
+    hashed.clear()
+    load_snapshot(out)
+    assert hashed == []  # the fast path: nothing changed since it was verified
+    (out / "versions.npy").write_bytes((out / "versions.npy").read_bytes())  # rewritten: same bytes, new ctime
+    load_snapshot(out)
+    assert hashed == ["versions.npy"]
+
+
+def test_an_unsealed_snapshot_is_refused(tmp_path):
+    index, _ = _built()
+    out = save_snapshot(index, tmp_path / "idx", {"model_checksum": "abc"})
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["files"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="unsealed_artifact"):
+        load_snapshot(out)
+
+
+def test_vectors_that_are_not_unit_norm_are_refused_at_load(tmp_path):
+    index = DocumentIndex("flat")
+    index.build_from_vectors(["a", "b"], np.array([[1.0, 0.0], [3.0, 4.0]], dtype=np.float32), version=0)
+    with pytest.raises(ValueError, match="outside"):
+        index.search(np.array([[0.6, 0.8]], dtype=np.float32), 2)  # 5.0: refused, never returned
+    out = save_snapshot(index, tmp_path / "idx", {"model_checksum": "abc"})
+    with pytest.raises(DataError, match=r"vector_not_normalised: 1 stored vector\(s\).*'b', norm 5"):
         load_snapshot(out)

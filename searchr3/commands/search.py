@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 
 def register(sub) -> None:
@@ -16,6 +17,7 @@ def register(sub) -> None:
 
 def _search(args) -> int:
     from searchr3.config import load_params, section
+    from searchr3.errors import ArtifactError
     from searchr3.data.beir import read_corpus
     from searchr3.index.snapshot import load_snapshot, read_manifest
     from searchr3.model.config import ModelConfig
@@ -27,7 +29,10 @@ def _search(args) -> int:
     manifest = read_manifest(index_dir)
     embedder = Embedder.from_pretrained(model_dir, config=section(load_params(args.params, args.profile), "model", ModelConfig))
     if manifest.get("model_checksum") != embedder.checksum:
-        print(f"warning: index {index_dir} was built with another model than {model_dir}; scores may be off")
+        raise ArtifactError(Path(index_dir) / "manifest.json", None, "index_model_mismatch",
+                            f"the index was encoded by model {str(manifest.get('model_checksum'))[:12]}, not by "
+                            f"{model_dir} ({embedder.checksum[:12]}); its scores would be meaningless. Rebuild it: "
+                            f"searchr3 index build --model {model_dir} --corpus CORPUS --out {index_dir}")
     index = load_snapshot(index_dir)
     texts = read_corpus(manifest["corpus"]) if manifest.get("corpus") else {}
     q = embedder.encode_queries([args.query], reasoning=args.reasoning, return_traces=args.reasoning)

@@ -5,11 +5,17 @@ Layout::
     index.faiss     faiss.write_index of the live index
     doc_ids.json    list of string doc ids; position = the int64 FAISS label
     versions.npy    int64 policy version that encoded each vector (same order)
-    manifest.json   model_checksum, kind, dim, count, created (UTC ISO), versions min/max, + caller's fields
+    manifest.json   model_checksum, kind, dim, count, created (UTC ISO), versions min/max, + caller's fields,
+                    and ``files``: the sha256 and size of the three files above (``searchr3.integrity.seal``)
 
 The snapshot is written with ``searchr3.files.atomic_directory`` (built in a temporary sibling folder,
 swapped into place), so a reader sees the old snapshot or the new one, never a half-written folder.
 Document texts are not stored (they live in ``data/``); pass them to ``load_snapshot`` to refresh.
+
+``load_snapshot`` verifies the three files against the manifest (``searchr3.integrity.verify_artifact``)
+before it reads them, and checks that every stored vector has unit norm (within 1e-3), so an inner-product
+score outside [-1, 1] cannot come out of a loaded snapshot; a failure is an ArtifactError (exit 4) naming
+the file.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import numpy as np
 
 from searchr3.data.errors import ArtifactError
 from searchr3.files import atomic_directory, json_text
+from searchr3.integrity import seal, verify_artifact
 from searchr3.index.store import DocumentIndex
 
 INDEX_FILE = "index.faiss"
@@ -54,7 +61,7 @@ def save_snapshot(index: DocumentIndex, out_dir: str | Path, manifest: dict) -> 
         faiss.write_index(index.faiss_index, str(tmp / INDEX_FILE))
         (tmp / IDS_FILE).write_text(json.dumps(index.doc_ids))
         np.save(tmp / VERSIONS_FILE, index.versions)
-        (tmp / MANIFEST_FILE).write_text(json_text(full, sort_keys=True, ascii_only=True))
+        (tmp / MANIFEST_FILE).write_text(json_text(seal(tmp, full), sort_keys=True, ascii_only=True))
     return out_dir
 
 
@@ -79,14 +86,22 @@ def load_snapshot(snapshot_dir: str | Path, texts: dict[str, str] | None = None)
     for name in (INDEX_FILE, IDS_FILE, VERSIONS_FILE):
         if not (snapshot_dir / name).exists():
             raise ArtifactError(snapshot_dir / name, None, "snapshot-missing-file", f"{name} not found")
+    verify_artifact(snapshot_dir, manifest, require=(INDEX_FILE, IDS_FILE, VERSIONS_FILE))
     try:
         doc_ids = json.loads((snapshot_dir / IDS_FILE).read_text())
     except json.JSONDecodeError as err:
         raise ArtifactError(snapshot_dir / IDS_FILE, err.lineno, "invalid-json", err.msg) from err
     if not isinstance(doc_ids, list) or not all(isinstance(d, str) for d in doc_ids):
         raise ArtifactError(snapshot_dir / IDS_FILE, None, "doc-ids-not-strings", "expected a JSON list of strings")
-    versions = np.load(snapshot_dir / VERSIONS_FILE)
-    faiss_index = faiss.read_index(str(snapshot_dir / INDEX_FILE))
+    try:
+        versions = np.load(snapshot_dir / VERSIONS_FILE, allow_pickle=False)
+    except ValueError as err:
+        raise ArtifactError(snapshot_dir / VERSIONS_FILE, None, "unreadable_file", str(err)) from err
+    try:
+        faiss_index = faiss.read_index(str(snapshot_dir / INDEX_FILE))
+    except RuntimeError as err:
+        raise ArtifactError(snapshot_dir / INDEX_FILE, None, "unreadable_file",
+                            " ".join(str(err).split())[:200]) from err
     counts = {"manifest count": manifest["count"], "index vectors": int(faiss_index.ntotal),
               "doc ids": len(doc_ids), "versions": len(versions)}
     if len(set(counts.values())) != 1:
@@ -96,6 +111,28 @@ def load_snapshot(snapshot_dir: str | Path, texts: dict[str, str] | None = None)
                         f"manifest dim {manifest['dim']} but index dim {faiss_index.d}")
     index = DocumentIndex(kind=manifest["kind"], nlist=manifest.get("nlist", 1024), nprobe=manifest.get("nprobe", 16))
     index.attach(faiss_index, doc_ids, versions)
+    check_unit_norms(index, snapshot_dir / INDEX_FILE)
     if texts:
         index.texts = dict(texts)
     return index
+
+
+def check_unit_norms(index: DocumentIndex, where: str | Path, tolerance: float = 1e-3, chunk: int = 4096) -> None:
+    """Every stored vector is finite with norm 1 (± ``tolerance``), so inner-product scores stay in [-1, 1];
+    a flat index's labels are exactly the doc_ids positions."""
+    labels = np.arange(len(index), dtype=np.int64)
+    if isinstance(index.faiss_index, faiss.IndexIDMap):  # flat: the label of every vector is its doc_ids position
+        stored = np.sort(faiss.vector_to_array(index.faiss_index.id_map))
+        if not np.array_equal(stored, labels):
+            raise ArtifactError(where, None, "snapshot-bad-labels",
+                                "the FAISS labels are not 0..count-1, so results would name the wrong documents")
+    for start in range(0, len(labels), chunk):
+        part = labels[start:start + chunk]
+        vectors = np.asarray(index.faiss_index.reconstruct_batch(part), dtype=np.float64)
+        norms = np.linalg.norm(vectors, axis=1)
+        bad = np.flatnonzero(~np.isfinite(norms) | (np.abs(norms - 1.0) > tolerance))
+        if len(bad):
+            j = int(part[bad[0]])
+            raise ArtifactError(where, None, "vector_not_normalised",
+                                f"{len(bad)} stored vector(s) without unit norm (first: document "
+                                f"{index.doc_ids[j]!r}, norm {norms[bad[0]]:.6g}); scores would leave [-1, 1]")

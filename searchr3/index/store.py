@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 EncodeFn = Callable[[list[str]], np.ndarray]
 KINDS = ("flat", "ivf")
+SCORE_TOLERANCE = 1e-3  # unit vectors: |score| <= 1 up to float32 rounding
 
 
 def encode_in_batches(encode_fn: EncodeFn, texts: Sequence[str], batch_size: int = 256,
@@ -132,7 +133,8 @@ class DocumentIndex:
         """Top-``k`` by inner product. Returns (scores (n, k) float32, doc id lists).
 
         ``k`` is clamped to the number of documents. A list is shorter than ``k`` only when IVF probing
-        found fewer candidates; the scores past its end are ``-inf``.
+        found fewer candidates; the scores past its end are ``-inf``. Vectors are unit-norm, so a score
+        outside [-1, 1] is refused (ValueError) rather than returned.
         """
         if self.faiss_index is None:
             raise ValueError("index is empty: call build() first")
@@ -141,7 +143,12 @@ class DocumentIndex:
         if k < 1:
             raise ValueError(f"k must be >= 1 and the index non-empty (k={k}, documents={len(self)})")
         scores, labels = self._search_labels(queries, k)
-        scores = np.where(labels >= 0, scores, -np.inf).astype(np.float32)
+        found = labels >= 0
+        if found.any() and not (np.abs(scores[found]) <= 1.0 + SCORE_TOLERANCE).all():
+            worst = float(np.max(np.abs(np.nan_to_num(scores[found], nan=np.inf))))
+            raise ValueError(f"an inner-product score of magnitude {worst:.6g} is outside [-1, 1]: a stored or "
+                             "query vector is not unit-norm (a damaged index, or vectors that were not normalised)")
+        scores = np.where(found, scores, -np.inf).astype(np.float32)
         ids = [[self.doc_ids[j] for j in row if j >= 0] for row in labels]
         return scores, ids
 

@@ -35,7 +35,7 @@ from searchr3.errors import ArtifactError, ConfigError
 from searchr3.model.config import EMBED_TOKEN, IGNORE_INDEX, ModelConfig, Templates
 from searchr3.model.generation import decode
 from searchr3.model.padding import pad_batch
-from searchr3.model.materialize import MANIFEST, weights_sha256
+from searchr3.model.materialize import verify_model, weights_sha256
 from searchr3.model.packing import last_token_in_segments, pack, packed_attention, supports_packing, token_budget_batches
 
 log = logging.getLogger(__name__)
@@ -187,21 +187,21 @@ class Embedder:
                 setattr(config, k, v)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = resolve_dtype(precision or config.precision, dev)
+        verified = verify_model(path)  # before anything is read: a damaged file is exit 4 naming it
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(dev)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        return cls(model, tokenizer, config, path)
+        embedder = cls(model, tokenizer, config, path)
+        if verified is not None:
+            embedder.__dict__["checksum"] = verified  # the cached_property, from the files just verified
+        return embedder
 
     @cached_property
     def checksum(self) -> str:
-        """sha256 of the weights (from the manifest when present); keys document-embedding caches."""
+        """sha256 of the weights: verified against the sealed manifest (``verify_model``), or recomputed for a
+        folder without one; keys document-embedding caches and names the model an index was encoded by."""
         if self.path is None:
             raise ValueError("checksum needs a model loaded from a folder")
-        manifest = self.path / MANIFEST
-        if manifest.exists():
-            digest = json.loads(manifest.read_text()).get("weights_sha256")
-            if digest:
-                return digest
-        return weights_sha256(self.path)
+        return verify_model(self.path) or weights_sha256(self.path)
 
     @property
     def settings_key(self) -> str:

