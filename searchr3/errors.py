@@ -8,6 +8,7 @@ code   class            meaning
 2      ConfigError      usage or configuration: a bad argument, params file, profile, key or value
 3      DataError        bad input data: a file breaks a rule (the message names file, line, rule)
 4      ArtifactError    a damaged or missing pipeline artifact (model, index, data-stage output)
+5      OutputBusy       another searchr3 process is writing the same output (stage lock held)
 130    -                interrupted (Ctrl-C)
 =====  ===============  ==========================================================================
 
@@ -15,9 +16,10 @@ code   class            meaning
 """
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
-EXIT_OK, EXIT_UNEXPECTED, EXIT_CONFIG, EXIT_DATA, EXIT_ARTIFACT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_OK, EXIT_UNEXPECTED, EXIT_CONFIG, EXIT_DATA, EXIT_ARTIFACT, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 
 
 class SearchR3Error(Exception):
@@ -73,6 +75,29 @@ class ArtifactError(DataError):
     hint = "rebuild it with the stage that writes it, e.g. `dvc repro`, or restore it with `dvc checkout`"
 
 
+class OutputBusy(SearchR3Error):
+    """Another process holds the lock of an output this run would write (``searchr3.outputs``)."""
+
+    exit_code = EXIT_BUSY
+    hint = "wait for that run to finish (or stop it), then rerun; a killed run holds no lock"
+
+    def __init__(self, output: str | Path, holder: str):
+        self.output, self.holder = str(output), holder
+        super().__init__(f"{output}: busy: another run is writing it ({holder})")
+
+
+class OutputUnwritable(SearchR3Error):
+    """An output folder does not accept new files; found before the stage does any work."""
+
+    exit_code = EXIT_UNEXPECTED
+    hint = "fix the folder's permissions or free disk space, then rerun; nothing was trained or written"
+
+    def __init__(self, output: str | Path, folder: str | Path, err: OSError):
+        self.output, self.folder = str(output), str(folder)
+        what = err.strerror or type(err).__name__
+        super().__init__(f"{folder}: not writable ({what}), so {output} could not be written; stopped before the work")
+
+
 def exit_code(err: BaseException) -> int:
     if isinstance(err, KeyboardInterrupt):
         return EXIT_INTERRUPTED
@@ -86,6 +111,10 @@ def one_line(err: BaseException) -> str:
     if isinstance(err, SearchR3Error):
         text = " ".join(err.brief().split())
         return f"{text} (hint: {err.hint})" if err.hint else text
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        where = f"{err.filename}: " if err.filename else ""
+        return f"{where}no space left on device (free disk space and rerun: outputs are written atomically and " \
+               "training resumes from its last checkpoint)"
     if isinstance(err, OSError) and err.filename is not None:
         what = err.strerror or type(err).__name__
         return f"{err.filename}: {what} [{type(err).__name__}] (check the path and its permissions; " \

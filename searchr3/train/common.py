@@ -15,7 +15,7 @@ import torch
 from searchr3.files import atomic_file
 from searchr3.model.embedder import last_token_positions, resolve_dtype
 
-CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FILE = "checkpoint.pt"  # the old single-file format: never loaded, removed by the next save
 log = logging.getLogger(__name__)
 
 
@@ -108,26 +108,148 @@ def fingerprint(config, model_checksum: str, rows: list[dict], extra=None) -> st
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+# ---- checkpoints ---------------------------------------------------------------------------------
+#
+# A checkpoint is two files in the checkpoint folder, written in this order (each atomically and durably):
+#   checkpoint-<step>.pt    torch.save of the state, holding only tensors and plain Python values (numpy arrays
+#                           are stored as tagged uint8 tensors, :func:`to_safe`), so it loads with
+#                           ``weights_only=True``: no pickle of an arbitrary class, no code runs on load;
+#   checkpoint-<step>.json  the commit record: format, run fingerprint, step, the .pt file's size and sha256.
+# A loader reads the JSON first, skips a checkpoint of another run (fingerprint) and verifies size and sha256
+# before ``torch.load`` sees a byte. The previous complete checkpoint is kept until the new one is committed,
+# so a truncated or damaged latest one falls back to it. A ``checkpoint.pt`` without a commit record (the old
+# single-file format, or a planted file) is never unpickled.
+
+CHECKPOINT_FORMAT = 2
+_CKPT_PREFIX = "checkpoint-"
+KEEP_CHECKPOINTS = 2  # the newest and the one before it (the fallback)
+
+
+def to_safe(value):
+    """``value`` with numpy arrays as ``{"__ndarray__": uint8 tensor, "dtype", "shape"}`` (bit-exact) and numpy
+    scalars as Python numbers, so ``torch.load(weights_only=True)`` can read it back."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.hasobject:
+            raise TypeError("a checkpoint cannot hold a numpy object array")
+        raw = torch.frombuffer(bytearray(np.ascontiguousarray(value).tobytes()), dtype=torch.uint8) if value.size \
+            else torch.zeros(0, dtype=torch.uint8)
+        return {"__ndarray__": raw, "dtype": value.dtype.str, "shape": list(value.shape)}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: to_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_safe(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(to_safe(v) for v in value)
+    return value
+
+
+def from_safe(value):
+    """The inverse of :func:`to_safe`."""
+    if isinstance(value, dict):
+        if "__ndarray__" in value and set(value) == {"__ndarray__", "dtype", "shape"}:
+            raw = value["__ndarray__"].numpy().tobytes()
+            return np.frombuffer(raw, dtype=np.dtype(value["dtype"])).reshape(value["shape"]).copy()
+        return {k: from_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_safe(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(from_safe(v) for v in value)
+    return value
+
+
+def _ckpt_paths(folder: Path, step: int) -> tuple[Path, Path]:
+    stem = f"{_CKPT_PREFIX}{step:06d}"
+    return folder / f"{stem}.pt", folder / f"{stem}.json"
+
+
+def checkpoint_steps(folder: str | Path) -> list[int]:
+    """Steps of the committed checkpoints in ``folder`` (those with a commit record), newest first."""
+    steps = []
+    for meta in Path(folder).glob(f"{_CKPT_PREFIX}*.json"):
+        try:
+            steps.append(int(meta.stem[len(_CKPT_PREFIX):]))
+        except ValueError:
+            continue
+    return sorted(steps, reverse=True)
+
+
 def save_checkpoint(folder: str | Path, state: dict) -> None:
-    """Atomically and durably replace ``folder/checkpoint.pt``: a run resumed after a crash reads a whole one."""
-    with atomic_file(Path(folder) / CHECKPOINT_FILE, "wb", durable=True) as handle:
-        torch.save(state, handle)
+    """Write ``state`` (``state["state"]`` holds ``step`` and ``fingerprint``) as this step's checkpoint, commit
+    it, then drop all but the :data:`KEEP_CHECKPOINTS` newest. A crash at any point leaves the previous
+    committed checkpoint loadable. A full disk is an ``OSError`` (ENOSPC) naming the file."""
+    import errno
+    import os
+
+    from searchr3.files import write_json_atomic
+    from searchr3.integrity import sha256_file
+
+    folder = Path(folder)
+    step, fp = int(state["state"]["step"]), state["state"].get("fingerprint")
+    pt, meta = _ckpt_paths(folder, step)
+    try:
+        with atomic_file(pt, "wb", durable=True) as handle:
+            torch.save(to_safe(state), handle)
+    except RuntimeError as err:  # torch's writer wraps the OSError: "[enforce fail at inline_container.cc]"
+        free = shutil.disk_usage(folder).free if folder.exists() else 0
+        code = errno.ENOSPC if free < 64 << 20 else errno.EIO
+        raise OSError(code, f"{os.strerror(code)} while writing a checkpoint ({free >> 20} MiB free)", str(pt)) from err
+    write_json_atomic(meta, {"format": CHECKPOINT_FORMAT, "fingerprint": fp, "step": step, "file": pt.name,
+                             "size": pt.stat().st_size, "sha256": sha256_file(pt)}, durable=True)
+    for old in checkpoint_steps(folder)[KEEP_CHECKPOINTS:]:
+        for path in _ckpt_paths(folder, old)[::-1]:  # the commit record first
+            path.unlink(missing_ok=True)
+    (folder / CHECKPOINT_FILE).unlink(missing_ok=True)  # the old single-file format is never read
 
 
-def load_checkpoint(folder: str | Path) -> dict | None:
-    path = Path(folder) / CHECKPOINT_FILE
-    return torch.load(path, weights_only=False) if path.exists() else None
+def load_checkpoint(folder: str | Path, fingerprint: str | None = None) -> dict | None:
+    """The newest committed checkpoint of ``folder`` whose files verify (and whose run is ``fingerprint``, when
+    given); None when there is none. A damaged or truncated one is skipped with a warning (the previous one is
+    used). Nothing is unpickled before its fingerprint and sha256 are checked, and then only with
+    ``weights_only=True``: a checkpoint that needs anything else raises ArtifactError (exit 4), never runs code."""
+    import json
+
+    from searchr3.errors import ArtifactError
+    from searchr3.integrity import sha256_file
+
+    folder = Path(folder)
+    if (folder / CHECKPOINT_FILE).exists():
+        log.warning("%s: ignored (a checkpoint without a commit record: the old format or not written by searchr3; "
+                    "it is never unpickled)", folder / CHECKPOINT_FILE)
+    for step in checkpoint_steps(folder):
+        pt, meta_path = _ckpt_paths(folder, step)
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as err:
+            log.warning("%s: unreadable commit record (%s); trying an older checkpoint", meta_path, err)
+            continue
+        if fingerprint is not None and meta.get("fingerprint") != fingerprint:
+            log.warning("%s holds a checkpoint of a different run (config, start model or data changed); "
+                        "it is not resumed", meta_path)
+            continue
+        if not pt.is_file() or pt.stat().st_size != meta.get("size") or sha256_file(pt) != meta.get("sha256"):
+            log.warning("%s is missing, truncated or damaged (size/sha256 differ from %s); falling back to the "
+                        "previous checkpoint", pt, meta_path.name)
+            continue
+        try:
+            return from_safe(torch.load(pt, weights_only=True, map_location="cpu"))
+        except Exception as err:  # noqa: BLE001 - the unpickler's refusal, whatever its class
+            raise ArtifactError(pt, None, "unsafe_checkpoint",
+                                "it holds objects that a weights-only load refuses (not written by searchr3, or "
+                                f"tampered with): {' '.join(str(err).split())[:160]}; delete the checkpoint "
+                                "folder to start afresh") from err
+    return None
 
 
 def restore(folder: str | Path, fingerprint: str, model, optimizer, scheduler) -> dict | None:
     """Load this run's checkpoint (same fingerprint) into model, optimizer, scheduler and the RNGs.
 
-    Returns the checkpoint, or None to start afresh (no checkpoint, or one written by another run)."""
-    ckpt = load_checkpoint(folder)
+    Returns the checkpoint, or None to start afresh (no checkpoint, or only ones written by another run)."""
+    ckpt = load_checkpoint(folder, fingerprint)
     if ckpt is None:
-        return None
-    if ckpt["state"].get("fingerprint") != fingerprint:
-        log.warning("%s holds a checkpoint of a different run (config, start model or data changed); starting afresh", folder)
         return None
     load_trainable_state(model, ckpt["weights"])
     optimizer.load_state_dict(ckpt["optimizer"])

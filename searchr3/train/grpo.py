@@ -389,17 +389,19 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
 
 def save_checkpoint(checkpoint_dir, trainee: Trainee, state: dict, index: DocumentIndex, graph: KnnGraph,
                     start_checksum: str) -> None:
-    """Index snapshot in a folder named after the step, then the atomic checkpoint that names it, then drop older snapshots.
+    """Index snapshot in a folder named after the step, then the atomic checkpoint that names it, then drop the
+    snapshots no kept checkpoint names.
 
-    A kill at any point leaves ``checkpoint.pt`` pointing at a complete snapshot of the same step.
+    A kill at any point leaves every committed checkpoint pointing at a complete snapshot of the same step.
     """
     snapshots = Path(checkpoint_dir) / INDEX_CHECKPOINTS
     name = f"step-{state['step']:06d}"
     save_snapshot(index, snapshots / name, {"model_checksum": f"{start_checksum}+rl-step-{state['step']}",
                                             "policy_version": state["policy_version"]})
     trainee.save(checkpoint_dir, state, index_dir=name, graph=graph.neighbours.copy())
+    kept = {name} | {f"step-{s:06d}" for s in common.checkpoint_steps(checkpoint_dir)}  # the fallback's too
     for old in snapshots.glob("step-*"):
-        if old.name != name:
+        if old.name not in kept:
             shutil.rmtree(old, ignore_errors=True)
 
 
