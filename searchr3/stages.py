@@ -4,7 +4,9 @@ Each stage reads its inputs from the standard paths (``searchr3.paths``, which `
 writes its outputs atomically to the standard paths (declared as outs/metrics), and returns a small summary dict.
 Every stage has the same signature, ``stage(params=None, <paths>=..., progress=True)``: the CLI
 (``searchr3 stage NAME``) and the Prefect tasks in ``tasks/`` call them all alike and do nothing else.
-This module holds the stage functions only; what they call lives beside the code it belongs to.
+Each stage is decorated with ``searchr3.outputs.writes``: before any work it locks its outputs (a second run
+of the same stage fails at once, exit 5), removes the temporary files a killed run left, and checks that they
+are writable. This module holds the stage functions only; what they call lives beside the code it belongs to.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from pathlib import Path
 
 from searchr3.config import load_params, section
 from searchr3.files import write_json_atomic
-from searchr3.paths import MODELS, PATHS, metrics_file
+from searchr3.outputs import metrics_with, writes
+from searchr3.paths import MODELS, PATHS, metrics_file, summary_beside
 
 STAGES = ("base_model", "data", "validate", "traces", "sft", "rl", "index", "evaluate")
 
@@ -22,6 +25,7 @@ def _params(params: dict | str | None) -> dict:
     return params if isinstance(params, dict) else load_params(params or "params.yaml")
 
 
+@writes("out")
 def base_model(params=None, out: str = PATHS["base"], progress: bool = True) -> dict:
     from searchr3.model.config import ModelConfig
     from searchr3.model.materialize import materialize
@@ -29,6 +33,7 @@ def base_model(params=None, out: str = PATHS["base"], progress: bool = True) -> 
     return materialize(section(_params(params), "model", ModelConfig).base, out)
 
 
+@writes("out")
 def data(params=None, out: str = PATHS["data"], progress: bool = True) -> dict:
     from searchr3.data.bm25 import Bm25Config
     from searchr3.data.build import build_data
@@ -42,6 +47,7 @@ def data(params=None, out: str = PATHS["data"], progress: bool = True) -> dict:
                       limits=limits)
 
 
+@writes("report_dir", also=(metrics_file("validation"),))
 def validate(params=None, data_dir: str = PATHS["data"], report_dir: str = PATHS["validation"],
              progress: bool = True) -> dict:
     """Raises ``searchr3.validate.runner.ValidationFailed`` (naming dataset, expectation, rows) on bad data."""
@@ -56,6 +62,7 @@ def validate(params=None, data_dir: str = PATHS["data"], report_dir: str = PATHS
     return summary
 
 
+@writes("out", also=lambda a: (summary_beside(a["out"]),))
 def traces(params=None, base: str = PATHS["base"], data_dir: str = PATHS["data"], out: str = PATHS["traces"],
            progress: bool = True) -> dict:
     """Reasoning traces for SFT's CE/KL terms (``sft.traces``: self | file | none); see ``searchr3.train.traces``."""
@@ -72,6 +79,7 @@ def traces(params=None, base: str = PATHS["base"], data_dir: str = PATHS["data"]
     return summary
 
 
+@writes("out", "checkpoint_dir", also=(metrics_file("sft"), "dvclive/sft"))
 def sft(params=None, base: str = PATHS["base"], data_dir: str = PATHS["data"], traces_path: str = PATHS["traces"],
         out: str = PATHS["sft"], checkpoint_dir: str = PATHS["sft_ckpt"], progress: bool = True) -> dict:
     from searchr3.data.build import dev_set, load_train
@@ -83,12 +91,14 @@ def sft(params=None, base: str = PATHS["base"], data_dir: str = PATHS["data"], t
     p = _params(params)
     cfg = section(p, "sft", SFTConfig)
     rows = [dict(r) for r in load_train(data_dir)]
-    summary = train_sft(cfg, section(p, "model", ModelConfig), base, rows, dev_set(data_dir), out, checkpoint_dir,
-                        traces=kept_traces(traces_path, cfg.traces), progress=progress)
-    write_json_atomic(metrics_file("sft"), summary)
+    with metrics_with(metrics_file("sft"), out) as put:  # model and metrics: both or neither
+        summary = train_sft(cfg, section(p, "model", ModelConfig), base, rows, dev_set(data_dir), out, checkpoint_dir,
+                            traces=kept_traces(traces_path, cfg.traces), progress=progress)
+        put(summary)
     return summary
 
 
+@writes("out", "checkpoint_dir", "index_out", also=(metrics_file("rl"), "dvclive/rl"))
 def rl(params=None, start: str = PATHS["sft"], data_dir: str = PATHS["data"], out: str = PATHS["rl"],
        checkpoint_dir: str = PATHS["rl_ckpt"], index_out: str = PATHS["rl_index"], progress: bool = True) -> dict:
     from searchr3.data.build import load_train_with_corpus
@@ -99,12 +109,15 @@ def rl(params=None, start: str = PATHS["sft"], data_dir: str = PATHS["data"], ou
 
     p = _params(params)
     rows, corpus = load_train_with_corpus(data_dir)
-    summary = train_grpo(section(p, "rl", GRPOConfig), section(p, "model", ModelConfig), section(p, "index", IndexConfig),
-                         start, rows, corpus, out, checkpoint_dir, index_out=index_out, progress=progress)
-    write_json_atomic(metrics_file("rl"), summary)
+    with metrics_with(metrics_file("rl"), out, index_out) as put:  # model, index and metrics: all or none
+        summary = train_grpo(section(p, "rl", GRPOConfig), section(p, "model", ModelConfig),
+                             section(p, "index", IndexConfig), start, rows, corpus, out, checkpoint_dir,
+                             index_out=index_out, progress=progress)
+        put(summary)
     return summary
 
 
+@writes("out")
 def index(params=None, model: str = PATHS["rl"], corpus_dir: str | None = None, out: str = PATHS["index"],
           progress: bool = True) -> dict:
     """Snapshot of the search index users query: ``model`` over an evaluation corpus (default: the gate set)."""
@@ -130,6 +143,7 @@ def index(params=None, model: str = PATHS["rl"], corpus_dir: str | None = None, 
     return {"documents": len(ids), "out": out, **manifest}
 
 
+@writes("report", also=lambda a: (Path(a["out_dir"]) / "eval.json", Path(PATHS["plots"]) / "eval_ndcg.json"))
 def evaluate(params=None, data_dir: str = PATHS["data"], out_dir: str = PATHS["metrics"],
              report: str = PATHS["report"], progress: bool = True) -> dict:
     """Score every configured system on every evaluation set → metrics/eval.json, plots data, reports/eval.md."""

@@ -76,6 +76,7 @@ def module_level(tree: ast.AST):
 def stage_roots(fn) -> tuple[str, set[str]]:
     """The stage function's module, and what running the function loads: that module's import-time imports, the
     imports inside the function and inside the same module's functions it calls by name (transitively)."""
+    fn = inspect.unwrap(fn)  # a stage decorated with searchr3.outputs.writes: its own code
     path = Path(inspect.getsourcefile(fn))
     current, is_package = module_name(path), path.name == "__init__.py"
     tree = ast.parse(path.read_text())
