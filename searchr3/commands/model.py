@@ -1,4 +1,5 @@
-"""``searchr3 model materialize``: the base-model stage. ``searchr3 model card PATH``: a Hugging Face model card."""
+"""``searchr3 model materialize``: the base-model stage. ``searchr3 model card PATH``: a Hugging Face model card.
+``searchr3 model verify PATH...``: check model folders and index snapshots against their sealed manifests."""
 from __future__ import annotations
 
 import json
@@ -23,6 +24,9 @@ def register(sub) -> None:
     c.add_argument("--data-manifest", default="data/manifest.json", help="data stage manifest naming the datasets")
     c.add_argument("--out", default=None, help="where to write (default: PATH/README.md)")
     c.set_defaults(func=_card)
+    v = verbs.add_parser("verify", help="check model folders or index snapshots against the sha256 in their manifest")
+    v.add_argument("paths", nargs="+", help="model folders (manifest.json + *.safetensors) or index snapshots")
+    v.set_defaults(func=_verify)
 
 
 def _materialize(args) -> int:
@@ -64,3 +68,28 @@ def _json_file(path):
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise DataError(path, err.lineno, "invalid-json", err.msg) from None
+
+
+def _verify(args) -> int:
+    """Exit 0 when every folder verifies; the first failure is an ArtifactError (exit 4) naming the file."""
+    from pathlib import Path
+
+    from searchr3.errors import ArtifactError
+    from searchr3.integrity import verify_artifact
+    from searchr3.model.materialize import verify_model
+
+    for path in map(Path, args.paths):
+        if (path / "index.faiss").exists():
+            from searchr3.index.snapshot import load_snapshot
+
+            index = load_snapshot(path)  # the sealed files, then the vectors' norms and labels
+            print(f"{path}: ok (index snapshot, {len(index)} vectors, every file sha256-verified)")
+        elif path.is_dir() and any(path.glob("*.safetensors")):
+            if verify_model(path) is None:
+                raise ArtifactError(path / "manifest.json", None, "missing_manifest",
+                                    "no manifest.json: a plain Hugging Face folder, nothing to verify against")
+            print(f"{path}: ok (model, every file sha256-verified)")
+        else:
+            files = verify_artifact(path)["files"]
+            print(f"{path}: ok ({len(files)} files sha256-verified)")
+    return 0
