@@ -13,8 +13,7 @@ and is classified from its exit code, its stderr and, where it exits 0, its outp
   silent_wrong  exit 0 and the output is not what the clean input gives: the defect reached
                 ``data/`` (or a harmless variant changed the result)
 
-Categories (each a function returning tries; later parts of issue 16 add more, e.g. damaged
-artifacts, kill -9, concurrent runs, through the same ``Try``/``Outcome`` plumbing):
+Categories (each a function returning tries, all through the same ``Try``/``Outcome`` plumbing):
 
   bad_input  corruptions of a SciFact BEIR copy, of the built-in code-search set (as a BEIR
              export and as a source root), of Hugging Face datasets (a local save_to_disk folder
@@ -22,6 +21,19 @@ artifacts, kill -9, concurrent runs, through the same ``Try``/``Outcome`` plumbi
              ``searchr3 validate --dataset`` and ``searchr3 data build`` where the command applies
   config     broken parameters: missing --params file, broken YAML, unknown key, unknown source
              type, unknown profile (flag and SEARCHR3_PROFILE), a number YAML reads as text
+  damaged_artifact
+             30 damages of a tiny model folder and its index snapshot (flipped bytes in the weights,
+             the vectors, a FAISS label; truncated, deleted, swapped or edited files; another model's
+             files), each followed by ``searchr3 search`` after a clean search warmed the hash cache:
+             rejected = exit 4 naming the file; silent_wrong = exit 0 with other results
+  kill9      ``searchr3 stage data|sft|rl|index`` of the tiny profile (SFT 6 and RL 4 steps) killed with
+             SIGKILL at a seeded random moment, then rerun: rejected = handled as due (the rerun's
+             result is bit-identical to an uninterrupted run's and no temporary file is left);
+             silent_wrong = a different result; accepted/orphans_left = temporary files left behind.
+             8 kills per stage (32), 3 with --quick (12)
+  concurrent two ``searchr3 stage NAME`` at once on the same folder, for data, sft, rl and index:
+             rejected = the second exits 5 at once with one line and the first ends with the
+             uninterrupted result; accepted/no_overlap = the first ended before the second asked
 
     python benchmarks/reliability.py --quick          # small copies of the inputs (a few minutes)
     python benchmarks/reliability.py                  # full SciFact and NQ-open copies
@@ -116,7 +128,7 @@ def run_cli(args: list[str], cwd: Path, env_extra: dict | None = None,
 def known_rules() -> set[str]:
     from searchr3.data.rules import RULES
 
-    return set(RULES)
+    return set(RULES) | set(ARTIFACT_RULES)
 
 
 def judge_failure(rc: int | None, stderr: str, seconds: float, expected_rule: str | None) -> Outcome:
@@ -127,7 +139,7 @@ def judge_failure(rc: int | None, stderr: str, seconds: float, expected_rule: st
         return Outcome("tracebacks", "hang", rc, seconds, f"no answer within {TIMEOUT_S} s")
     if "Traceback (most recent call last)" in stderr:
         return Outcome("tracebacks", "traceback", rc, seconds, last[:300])
-    if rc not in (2, 3, 4):
+    if rc not in (2, 3, 4, 5):
         return Outcome("tracebacks", "unexpected_code" if rc != 1 else "unexpected", rc, seconds, last[:300])
     errors = [ln for ln in lines if ln.startswith("searchr3: error:")]
     if len(errors) != 1 or errors[0] != last:
@@ -746,10 +758,314 @@ def config_tries(bases: dict[str, Base], work: Path) -> list[Try]:
     return tries
 
 
+# ------------------------------------------------------------------------------------------ damaged artifacts
+
+ARTIFACT_RULES = ("checksum_mismatch", "size_mismatch", "missing_file", "missing_manifest", "unsealed_artifact",
+                  "unlisted_file", "vector_not_normalised", "snapshot-bad-labels", "unreadable_file",
+                  "index_model_mismatch", "invalid-json", "manifest-missing-key", "snapshot-missing-file",
+                  "snapshot-count-mismatch", "no_embed_token", "model_not_found")
+ARTIFACT_DOCS = [("fruit", "Apples and pears are fruit that grow on trees."),
+                 ("fox", "The quick brown fox jumps over the lazy dog."),
+                 ("add", "def add(a, b): return a + b"),
+                 ("solar", "Solar panels turn sunlight into electricity."),
+                 ("rain", "Rain falls from clouds when droplets grow heavy."),
+                 ("chess", "Chess is a board game for two players."),
+                 ("bread", "Bread is baked from flour, water and yeast."),
+                 ("moon", "The moon orbits the earth about once a month.")]
+
+
+def _flip(path: Path, offset: int, n: int = 1) -> None:
+    data = bytearray(path.read_bytes())
+    offset = offset % len(data)
+    for i in range(offset, min(len(data), offset + n)):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _edit_json(path: Path, change: Callable[[dict], None]) -> None:
+    obj = json.loads(path.read_text())
+    change(obj)
+    path.write_text(json.dumps(obj, indent=2))
+
+
+def _swap_ids(path: Path) -> None:
+    ids = json.loads(path.read_text())
+    ids[0], ids[1] = ids[1], ids[0]
+    path.write_text(json.dumps(ids))  # same size: only the sha256 (or the results) tell
+
+
+def _replace_text(path: Path, old: str, new: str) -> None:
+    path.write_text(path.read_text().replace(old, new))
+
+
+def artifact_cases(other: Path) -> list[tuple[str, Callable[[Path], None]]]:
+    """(case, damage(folder)) where ``folder`` holds ``model/`` and ``index/``; ``other`` holds a second model and
+    its index (another seed)."""
+    m, i = "model", "index"
+
+    def at(sub: str, name: str, fn, *args):
+        return lambda f: fn(f / sub / name, *args)
+
+    def big(f: Path, sub: str, name: str) -> int:
+        return (f / sub / name).stat().st_size
+
+    return [
+        ("model.safetensors: 1 byte flipped", lambda f: _flip(f / m / "model.safetensors", big(f, m, "model.safetensors") // 2)),
+        ("model.safetensors: 4 KB flipped", lambda f: _flip(f / m / "model.safetensors", big(f, m, "model.safetensors") // 3, 4096)),
+        ("model.safetensors: header byte flipped", at(m, "model.safetensors", _flip, 20)),
+        ("model.safetensors: truncated", at(m, "model.safetensors", _truncate)),
+        ("model.safetensors: deleted", lambda f: (f / m / "model.safetensors").unlink()),
+        ("model.safetensors: another model's", lambda f: shutil.copy(other / m / "model.safetensors", f / m / "model.safetensors")),
+        ("model: an unsealed second weight shard", lambda f: shutil.copy(f / m / "model.safetensors", f / m / "extra.safetensors")),
+        ("config.json: a value changed", at(m, "config.json", _edit_json, lambda c: c.update(rms_norm_eps=0.5))),
+        ("config.json: broken JSON", at(m, "config.json", _truncate)),
+        ("tokenizer.json: deleted", lambda f: (f / m / "tokenizer.json").unlink()),
+        ("tokenizer.json: embed token renamed", at(m, "tokenizer.json", _replace_text, "<|embed_token|>", "<|embed_tokem|>")),
+        ("model manifest.json: broken JSON", at(m, "manifest.json", _truncate)),
+        ("model manifest.json: weights_sha256 edited", at(m, "manifest.json", _edit_json, lambda c: c.update(weights_sha256="0" * 64))),
+        ("model manifest.json: per-file sha256 removed", at(m, "manifest.json", _edit_json, lambda c: c.pop("files"))),
+        ("model folder: another model", lambda f: (shutil.rmtree(f / m), shutil.copytree(other / m, f / m))),
+        ("index.faiss: 1 byte flipped in the vectors", lambda f: _flip(f / i / "index.faiss", big(f, i, "index.faiss") // 2)),
+        ("index.faiss: a FAISS label flipped", lambda f: _flip(f / i / "index.faiss", big(f, i, "index.faiss") - 8 * 3)),
+        ("index.faiss: exponent bits flipped", lambda f: _flip(f / i / "index.faiss", big(f, i, "index.faiss") // 3 | 3)),
+        ("index.faiss: truncated", at(i, "index.faiss", _truncate)),
+        ("index.faiss: deleted", lambda f: (f / i / "index.faiss").unlink()),
+        ("index.faiss: another model's vectors", lambda f: shutil.copy(other / i / "index.faiss", f / i / "index.faiss")),
+        ("doc_ids.json: two ids swapped", at(i, "doc_ids.json", _swap_ids)),
+        ("doc_ids.json: broken JSON", at(i, "doc_ids.json", _truncate)),
+        ("versions.npy: a byte flipped", lambda f: _flip(f / i / "versions.npy", big(f, i, "versions.npy") - 3)),
+        ("versions.npy: truncated", at(i, "versions.npy", _truncate)),
+        ("index manifest.json: broken JSON", at(i, "manifest.json", _truncate)),
+        ("index manifest.json: model_checksum edited", at(i, "manifest.json", _edit_json, lambda c: c.update(model_checksum="0" * 64))),
+        ("index manifest.json: count edited", at(i, "manifest.json", _edit_json, lambda c: c.update(count=c["count"] + 1))),
+        ("index manifest.json: per-file sha256 removed", at(i, "manifest.json", _edit_json, lambda c: c.pop("files"))),
+        ("index folder: another model's index", lambda f: (shutil.rmtree(f / i), shutil.copytree(other / i, f / i))),
+    ]
+
+
+def _build_artifacts(folder: Path, corpus: Path, seed_source: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "params.yaml", folder / "params.yaml")
+    rc, _, err, _ = run_cli(["model", "materialize", "--source", seed_source, "--out", str(folder / "model")], folder)
+    if rc != 0:
+        raise RuntimeError(f"materialize failed: {err[-500:]}")
+    rc, _, err, _ = run_cli(["index", "build", "--corpus", str(corpus), "--model", str(folder / "model"),
+                             "--out", str(folder / "index")], folder)
+    if rc != 0:
+        raise RuntimeError(f"index build failed: {err[-500:]}")
+
+
+_shared: dict[str, object] = {}
+_shared_lock = __import__("threading").Lock()
+
+
+def shared(key: str, build: Callable[[], object]):
+    """``build()`` once for all tries (the first try to ask builds it, the others wait)."""
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = build()
+        return _shared[key]
+
+
+def damaged_artifact_tries(bases: dict[str, Base], work: Path) -> list[Try]:
+    """A tiny model and an index of 8 documents, each damaged one way, then ``searchr3 search`` (a refusal with
+    exit 4 naming the file is due; the same top-5 as the clean pair would be a damage that did not matter,
+    anything else a silent wrong answer). The clean pair is searched first in the same folder, so the fast
+    path (the verified-hash cache) is warm when the damaged files are read."""
+    root = work / "artifacts"
+    query = ["search", "fruit that grows on trees", "-k", "5", "--index", "index", "--model", "model"]
+
+    def build() -> str:
+        from searchr3.model.tiny import build_tiny_raw
+
+        corpus = root / "corpus"
+        corpus.mkdir(parents=True)
+        write_lines(corpus / "corpus.jsonl", [json.dumps({"_id": d, "title": "", "text": t}) for d, t in ARTIFACT_DOCS])
+        shutil.copy(REPO / "params.yaml", root / "params.yaml")
+        build_tiny_raw(root / "raw-other", seed=7)
+        _build_artifacts(root / "clean", corpus, "tiny-random")
+        _build_artifacts(root / "other", corpus, str(root / "raw-other"))
+        rc, out, err, _ = run_cli(query, root / "clean")
+        if rc != 0:
+            raise RuntimeError(f"search on the clean artifacts failed: {err[-500:]}")
+        return out
+
+    tries = []
+    for case, damage in artifact_cases(root / "other"):
+        def run(folder: Path, damage=damage) -> Outcome:
+            clean_out = shared("artifacts", build)
+            for sub in ("model", "index"):
+                shutil.copytree(root / "clean" / sub, folder / sub)
+            shutil.copy(root / "params.yaml", folder / "params.yaml")
+            env = {"SEARCHR3_CACHE_DIR": str(folder / "cache")}
+            rc0, _, err0, _ = run_cli(query, folder, env)  # warm the verified-hash cache on the clean copy
+            if rc0 != 0:
+                return Outcome("tracebacks", "benchmark_error", rc0, 0.0, f"clean copy failed: {err0[-200:]}")
+            damage(folder)
+            rc, out, err, secs = run_cli(query, folder, env)
+            return classify("reject", None, rc, err, secs, output_same=(out == clean_out) if rc == 0 else None)
+        tries.append(Try("damaged_artifact", "tiny", case, "search", "reject", None, run=run))
+    return tries
+
+
+# ------------------------------------------------------------------------------------------ kill -9 and concurrency
+
+STAGE_OUTPUTS = {"data": ["data"],
+                 "sft": ["models/sft", "checkpoints/sft", "metrics/sft.json", "dvclive/sft"],
+                 "rl": ["models/rl", "indexes/rl", "checkpoints/rl", "metrics/rl.json", "dvclive/rl"],
+                 "index": ["indexes/production"]}
+PROJECT_STAGES = ("base_model", "data", "traces", "sft", "rl", "index")
+ORPHAN_PATTERNS = (".*.building-*", ".*.old-*", ".*.tmp")
+
+
+def stage_result(project: Path, stage: str) -> str:
+    """What a stage produced, as one digest: the data fingerprint, or the sha256 of the model/index files."""
+    if stage == "data":
+        return fingerprint(project / "data")
+    files = {"sft": ["models/sft/model.safetensors"],
+             "rl": ["models/rl/model.safetensors", "indexes/rl/index.faiss", "indexes/rl/doc_ids.json"],
+             "index": ["indexes/production/index.faiss", "indexes/production/doc_ids.json"]}[stage]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(hashlib.sha256((project / f).read_bytes()).digest())
+    return h.hexdigest()
+
+
+def orphans(project: Path) -> list[Path]:
+    return sorted({p for pattern in ORPHAN_PATTERNS for p in project.rglob(pattern)
+                   if ".prefect" not in p.parts and "cache" not in p.parts})
+
+
+def tiny_project(work: Path) -> tuple[Path, dict, dict]:
+    """The tiny profile run once, stage by stage (longer SFT and RL so that kills land mid-training): the project
+    folder, each stage's reference result and wall seconds."""
+    import yaml
+
+    project = work / "project"
+    project.mkdir(parents=True)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["profile"] = "tiny"
+    tiny = params["profiles"]["tiny"]
+    tiny["sft"] = {**tiny.get("sft", {}), "steps": 6, "checkpoint_every": 1}
+    tiny["rl"] = {**tiny.get("rl", {}), "steps": 4, "checkpoint_every": 1}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    seconds = {}
+    for stage in PROJECT_STAGES:
+        rc, _, err, secs = run_cli(["stage", stage, "--no-progress"], project, {"SEARCHR3_CACHE_DIR": str(work / "cache")})
+        if rc != 0:
+            raise RuntimeError(f"tiny project: stage {stage} failed: {err[-800:]}")
+        seconds[stage] = secs
+    reference = {stage: stage_result(project, stage) for stage in STAGE_OUTPUTS}
+    return project, reference, seconds
+
+
+def project_copy(project: Path, folder: Path, stage: str) -> Path:
+    """A copy of the finished project without ``stage``'s outputs (and checkpoints): the stage's input state."""
+    target = folder / "project"
+    drop = {str(project / o) for o in STAGE_OUTPUTS[stage]}
+    shutil.copytree(project, target, ignore=lambda d, names: [n for n in names if os.path.join(d, n) in drop
+                                                              or n.endswith(".lock")])
+    return target
+
+
+def start_stage(project: Path, stage: str, env_extra: dict) -> subprocess.Popen:
+    env = {**os.environ, **OFFLINE, "PREFECT_HOME": str(project / ".prefect"), **env_extra}
+    env.pop("SEARCHR3_DEBUG", None)
+    env.pop("SEARCHR3_PROFILE", None)
+    return subprocess.Popen(searchr3_command() + ["stage", stage, "--no-progress"], cwd=project, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def kill_tries(bases: dict[str, Base], work: Path, per_stage: int) -> list[Try]:
+    """kill -9 of ``searchr3 stage NAME`` at a random moment (seeded), then the same command again: its result
+    must equal the uninterrupted run's and no temporary file may be left ("rejected" here means: handled as due)."""
+    import random
+    import signal
+
+    rng = random.Random(16)
+    tries = []
+    for stage in STAGE_OUTPUTS:
+        for n in range(per_stage):
+            share = rng.uniform(0.05, 0.95)  # of the uninterrupted run's wall time (process start included)
+
+            def run(folder: Path, stage=stage, share=share) -> Outcome:
+                project, reference, seconds = shared("project", lambda: tiny_project(work))
+                delay = share * seconds[stage]
+                copy = project_copy(project, folder, stage)
+                env = {"SEARCHR3_CACHE_DIR": str(folder / "cache")}
+                proc = start_stage(copy, stage, env)
+                try:
+                    proc.wait(timeout=delay)
+                    killed = False
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    killed = True
+                left = len(orphans(copy))
+                rc, _, err, secs = run_cli(["stage", stage, "--no-progress"], copy, env)
+                if rc != 0:  # the rerun must finish: any refusal here is a failure to recover
+                    lines = [ln for ln in err.splitlines() if ln.strip()]
+                    return Outcome("tracebacks", "rerun_failed", rc, secs, (lines[-1] if lines else "")[:300])
+                after = orphans(copy)
+                note = f"{'killed' if killed else 'finished before the kill'} at {delay:.1f}s; {left} temp file(s) " \
+                       f"after the kill, {len(after)} after the rerun"
+                if stage_result(copy, stage) != reference[stage]:
+                    return Outcome("silent_wrong", "resume_differs", rc, secs, note)
+                if after:
+                    return Outcome("accepted", "orphans_left", rc, secs, note + f": {after[0].name}")
+                return Outcome("rejected", "resumed_identical" if killed else "not_killed", rc, secs, note)
+            tries.append(Try("kill9", stage, f"kill {n + 1} at {share:.0%} of the run", "stage", "recover", None,
+                             run=run))
+    return tries
+
+
+def concurrent_tries(bases: dict[str, Base], work: Path) -> list[Try]:
+    """Two ``searchr3 stage NAME`` on the same project: the second, started once the first holds its lock, must
+    stop at once with exit 5 and one line; the first must finish with the uninterrupted result."""
+    tries = []
+    for stage in STAGE_OUTPUTS:
+        def run(folder: Path, stage=stage) -> Outcome:
+            project, reference, _ = shared("project", lambda: tiny_project(work))
+            copy = project_copy(project, folder, stage)
+            env = {"SEARCHR3_CACHE_DIR": str(folder / "cache")}
+            first = start_stage(copy, stage, env)
+            lock = copy / Path(STAGE_OUTPUTS[stage][0]).parent / f".{Path(STAGE_OUTPUTS[stage][0]).name}.lock"
+            deadline = time.time() + 120
+            while time.time() < deadline and first.poll() is None:
+                if lock.is_file() and f"pid {first.pid}:" in lock.read_text(errors="replace"):
+                    break
+                time.sleep(0.05)
+            rc, _, err, secs = run_cli(["stage", stage, "--no-progress"], copy, env)
+            first_err = first.communicate(timeout=TIMEOUT_S)[1]
+            if first.returncode != 0:
+                return Outcome("tracebacks", "first_run_failed", first.returncode, secs, first_err.strip()[-200:])
+            if rc == 0:
+                return Outcome("accepted", "no_overlap", rc, secs, "the first run ended before the second asked")
+            outcome = judge_failure(rc, err, secs, None)
+            if outcome.bucket == "rejected" and rc != 5:
+                outcome.kind = f"refused_exit_{rc}"
+            if stage_result(copy, stage) != reference[stage]:
+                return Outcome("silent_wrong", "first_run_differs", rc, secs, outcome.line)
+            if orphans(copy):
+                return Outcome("accepted", "orphans_left", rc, secs, outcome.line)
+            outcome.line = f"second run refused in {secs:.1f}s: {outcome.line}"
+            return outcome
+        tries.append(Try("concurrent", stage, "two runs at once", "stage", "reject", None, run=run))
+    return tries
+
+
 CATEGORIES: dict[str, Callable[[dict[str, Base], Path], list[Try]]] = {
     "bad_input": bad_input_tries,
     "config": config_tries,
+    "damaged_artifact": damaged_artifact_tries,
+    "kill9": lambda bases, work: kill_tries(bases, work, per_stage=KILLS_PER_STAGE[0]),
+    "concurrent": concurrent_tries,
 }
+KILLS_PER_STAGE = [8]  # 8 per stage (32 in all); --quick: 3 (12)
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -768,6 +1084,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.quick:
+        KILLS_PER_STAGE[0] = 3
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="searchr3-reliability-"))
     try:

@@ -47,12 +47,18 @@ def test_every_category_builds_its_tries_from_the_bases(tmp_path):
     bases = {name: bench.Base(name, tmp_path / name, {"type": "beir", "path": "{input}"}, name)
              for name in ("beir", "code", "hf", "hf_repo", "nq", "codesearch")}
     bases["codesearch"].validate = False
-    tries = [t for make in bench.CATEGORIES.values() for t in make(bases, tmp_path)]
+    tries = [t for make in bench.CATEGORIES.values() for t in make(bases, tmp_path)]  # cheap: nothing built yet
+    assert list(tmp_path.iterdir()) == []
     distinct = {(t.category, t.base, t.case) for t in tries if t.category == "bad_input"}
     assert len(distinct) >= 60
-    assert {t.base for t in tries} == {"beir", "code", "hf", "hf_repo", "nq", "codesearch", "params"}
+    inputs = [t for t in tries if t.category in ("bad_input", "config")]
+    assert {t.base for t in inputs} == {"beir", "code", "hf", "hf_repo", "nq", "codesearch", "params"}
     assert {t.command for t in tries if t.base == "codesearch"} == {"build"}
-    assert all(t.expect in ("reject", "warn", "harmless", "harmless_changed") for t in tries)
+    assert all(t.expect in ("reject", "warn", "harmless", "harmless_changed") for t in inputs)
+    by_category = {c: [t for t in tries if t.category == c] for c in ("damaged_artifact", "kill9", "concurrent")}
+    assert len({t.case for t in by_category["damaged_artifact"]}) >= 24
+    assert len(by_category["kill9"]) >= 30 and {t.base for t in by_category["kill9"]} == {"data", "sft", "rl", "index"}
+    assert {t.base for t in by_category["concurrent"]} == {"data", "sft", "rl", "index"}
 
 
 @pytest.mark.slow
