@@ -86,14 +86,14 @@ def sft(params=None, base: str = PATHS["base"], data_dir: str = PATHS["data"], t
     from searchr3.model.config import ModelConfig
     from searchr3.train.sft import train_sft
     from searchr3.train.sft_config import SFTConfig
-    from searchr3.train.traces import kept_traces
+    from searchr3.train.traces import candidate_traces
 
     p = _params(params)
     cfg = section(p, "sft", SFTConfig)
     rows = [dict(r) for r in load_train(data_dir)]
     with metrics_with(metrics_file("sft"), out) as put:  # model and metrics: both or neither
         summary = train_sft(cfg, section(p, "model", ModelConfig), base, rows, dev_set(data_dir), out, checkpoint_dir,
-                            traces=kept_traces(traces_path, cfg.traces), progress=progress)
+                            traces=candidate_traces(traces_path, cfg.traces), progress=progress)
         put(summary)
     return summary
 

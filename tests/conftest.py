@@ -117,7 +117,7 @@ def _toy_rl_data(n=8, distractors=16):
 def _grpo_config(**kw):
     from searchr3.train.grpo_config import GRPOConfig
 
-    base = dict(steps=2, queries_per_step=4, group_size=4, temperature=1.0, max_new_tokens=6, lr=5e-3, warmup_steps=0,
+    base = dict(steps=2, queries_per_step=4, group_size=4, temperature=1.0, lr=5e-3, warmup_steps=0,
                 precision="fp32", checkpoint_every=2, max_doc_tokens=32)
     return GRPOConfig(**(base | kw))
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 REPRO_TIMEOUT_S = 600
 # Shorter RL and fewer systems than the tiny profile: this is about what DVC reruns, not about learning.
-FAST_RL = {"steps": 2, "queries_per_step": 2, "group_size": 2, "max_new_tokens": 8, "checkpoint_every": 2,
+FAST_RL = {"steps": 2, "queries_per_step": 2, "group_size": 2, "checkpoint_every": 2,
            "max_corpus_docs": 100}
 
 

@@ -18,7 +18,7 @@ from tasks.retry import is_transient
 
 ROOT = Path(__file__).resolve().parents[1]
 # The tiny profile with a shorter RL run: the point here is orchestration, not learning.
-FAST = {"rl.steps": 2, "rl.queries_per_step": 2, "rl.group_size": 2, "rl.max_new_tokens": 8,
+FAST = {"rl.steps": 2, "rl.queries_per_step": 2, "rl.group_size": 2,
         "rl.checkpoint_every": 2, "rl.max_corpus_docs": 100, "evaluate.systems": ["bm25", "base", "sft", "rl"],
         "evaluate.reasoning": ["rl"]}
 

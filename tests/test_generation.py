@@ -24,7 +24,7 @@ def hf_generate(e, prompts, stop, max_new=MAX_NEW, **kwargs):
     ids, mask, _ = pad_batch(prompts, e.pad_id, "left")
     out = e.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, eos_token_id=sorted(stop),
                            pad_token_id=e.pad_id, do_sample=False, **kwargs)
-    return [e._cut_trace(row[ids.shape[1]:].tolist()) for row in out]
+    return [e._cut_trace(row[ids.shape[1]:].tolist())[0] for row in out]
 
 
 def test_greedy_matches_generate_when_rows_stop_at_different_steps(embedder):
@@ -39,7 +39,7 @@ def test_greedy_matches_generate_when_rows_stop_at_different_steps(embedder):
     ours = decode(e.model, prompts, e.pad_id, stop, MAX_NEW)
     assert sorted({len(g) for g in ours}) != [MAX_NEW]  # someone stopped early
     assert all(g[-1] in stop or len(g) == MAX_NEW for g in ours)
-    assert [e._cut_trace(g) for g in ours] == hf_generate(e, prompts, stop)
+    assert [e._cut_trace(g)[0] for g in ours] == hf_generate(e, prompts, stop)
 
 
 def test_finished_rows_leave_the_batch(embedder):
@@ -77,5 +77,5 @@ def test_generate_reasoning_uses_the_cap_and_cuts_at_the_token(embedder):
     e = embedder
     gen = e.generate_reasoning(QUERIES, batch_size=3, max_new_tokens=5)
     assert all(len(g) <= 5 for g in gen.generated)
-    assert gen.generated == [e._cut_trace(g) for g in decode(e.model, gen.prompts, e.pad_id,
+    assert gen.generated == [e._cut_trace(g)[0] for g in decode(e.model, gen.prompts, e.pad_id,
                                                              e.eos_ids | {e.embed_token_id}, 5)]

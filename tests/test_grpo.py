@@ -16,7 +16,6 @@ from searchr3.train.grpo import (
     Scores,
     check_rows,
     generated_logprobs,
-    hidden_and_tail_logits,
     nce_loss,
     pad_rows,
     policy_backward,
@@ -26,7 +25,7 @@ from searchr3.train.grpo import (
 from searchr3.train.grpo_config import GRPOConfig
 from searchr3.train.losses.clipped_policy import ClippedPolicyLoss
 from searchr3.train.losses.reasoning_ce import IGNORE_INDEX, token_logprobs
-from searchr3.train.trainer_setup import load_trainee
+from searchr3.train.trainer_setup import load_trainee, row_documents
 
 STEP_METRICS = {"reward/mean", "reward/std", "reward/share_ge_half", "emitted", "groups/active", "kl", "trace_tokens",
                 "loss/policy", "loss/kl_penalty", "loss/nce", "clip_fraction", "lr", "grad_norm", "refresh/size",
@@ -67,15 +66,31 @@ def test_select_corpus_keeps_used_docs_and_caps_distractors(grpo_toy):
     assert len(select_corpus(rows[:2], corpus, max_docs=0, seed=0)) == len(corpus)
 
 
-def test_reasoning_sequences_label_only_the_generated_tokens(tiny_model_dir):
+def test_reasoning_sequences_label_the_generated_tokens_and_the_stop(tiny_model_dir):
     e = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
-    tok = e.embed_token_id
-    reasoning = Reasoning(e, [[1, 2, 3], [1, 2]], [[7, tok], [8]])  # the second stopped without the token
+    tok, eos = e.embed_token_id, e.tokenizer.eos_token_id
+    # emitted the token; stopped on EOS; ran into the length cap
+    reasoning = Reasoning(e, [[1, 2, 3], [1, 2], [1]], [[7, tok], [8], [9, 9]], [None, eos, None])
     seqs = reasoning.sequences()
     fallback = reasoning.full_ids[1][3:]
-    assert reasoning.emitted == [True, False] and tok in fallback
-    assert [s.ids for s in seqs] == [[1, 2, 3, 7, tok], [1, 2, 8] + fallback]
-    assert [s.labels for s in seqs] == [[IGNORE_INDEX] * 3 + [7, tok], [IGNORE_INDEX] * 2 + [8] + [IGNORE_INDEX] * len(fallback)]
+    assert reasoning.emitted == [True, False, False] and tok in fallback
+    assert [s.ids for s in seqs] == [[1, 2, 3, 7, tok], [1, 2, 8] + fallback, [1, 9, 9] + fallback]
+    assert [s.labels for s in seqs] == [
+        [IGNORE_INDEX] * 3 + [7, tok],
+        [IGNORE_INDEX] * 2 + [8, eos] + [IGNORE_INDEX] * (len(fallback) - 1),  # the stop is an action at the suffix's slot
+        [IGNORE_INDEX] + [9, 9] + [IGNORE_INDEX] * len(fallback)]  # the length cap is not an action
+
+
+def test_generated_logprobs_are_taken_at_the_sampling_temperature(tiny_model_dir):
+    e = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
+    seq = LabelledSequence([5, 6, 7, 8], [IGNORE_INDEX, IGNORE_INDEX, 7, 8])
+    with torch.no_grad():
+        logits = e.model(input_ids=torch.tensor([seq.ids])).logits[0].double()
+        at_t = generated_logprobs(e.model, [seq], e.pad_id, e.device, temperature=0.5)[0][0]
+        at_1 = generated_logprobs(e.model, [seq], e.pad_id, e.device)[0][0]
+    by_hand = [float(torch.log_softmax(logits[p] / 0.5, -1)[t]) for p, t in ((1, 7), (2, 8))]
+    assert at_t.tolist() == pytest.approx(by_hand, abs=1e-4)
+    assert not at_1.tolist() == pytest.approx(by_hand, abs=1e-3)
 
 
 def test_policy_term_raises_the_logprob_of_the_better_trace(tiny_model_dir):
@@ -89,7 +104,8 @@ def test_policy_term_raises_the_logprob_of_the_better_trace(tiny_model_dir):
     assert [len(r) for r in before] == [3, 3]
     scores = Scores(seqs, before, before, np.zeros((2, 1), dtype=np.float32))
     # micro_batch 1: two chunks of one, so the chunk weighting is exercised too
-    stats = policy_backward(trainee, scores, [0, 1], torch.tensor([1.0, -1.0]), ClippedPolicyLoss(beta=0.0), 1)
+    stats = policy_backward(trainee, scores, [0, 1], torch.tensor([1.0, -1.0]), ClippedPolicyLoss(beta=0.0),
+                            GRPOConfig(micro_batch=1, temperature=1.0))
     assert stats["clip_fraction"] == 0.0  # first update: ratio 1
     # at ratio 1 the loss is -mean_seq(A · 1) = -(1 - 1) / 2 = 0
     assert stats["policy"] == pytest.approx(0.0, abs=1e-6) and stats["kl_penalty"] == pytest.approx(0.0, abs=1e-7)
@@ -110,28 +126,41 @@ def test_generated_logprobs_from_tail_logits_match_the_full_computation(tiny_mod
         ids, mask, pos = pad_batch(seqs, e.pad_id, "right", e.device)
         logits = e.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
         full, keep = token_logprobs(logits, torch.tensor(labels, device=e.device))
-        tail = hidden_and_tail_logits(e.model, ids, mask, pos, 3)[1]
+        tail = common.lm_logits(e.model, common.hidden_and_logits(e.model, ids, mask, pos, False)[0][:, 3:])
     assert vectors is None and [len(r) for r in rows] == [2, 2]
     for i in range(2):
         torch.testing.assert_close(rows[i], full[i][keep[i]], atol=1e-4, rtol=0)
     torch.testing.assert_close(tail, logits[:, 3:], atol=1e-4, rtol=0)
 
 
-def test_nce_term_fills_a_row_without_negatives_with_its_positive(tiny_model_dir, grpo_toy):
+def test_rows_without_negatives_are_dropped_as_sft_does(tiny_model_dir, tmp_path, grpo_toy):
+    rows, corpus = grpo_toy.toy_data(n=6, distractors=4)
+    rows[2] = dict(rows[2], negatives=[], negative_ids=[])
+    with pytest.raises(ValueError, match="no negative"):
+        row_documents(rows, 1)  # the one policy: a row without a negative has nothing to fill its slot
+    seen = []
+    train_grpo(grpo_toy.config(steps=2, queries_per_step=2, group_size=2, checkpoint_every=2), ModelConfig(max_new_tokens=3),
+               grpo_toy.index_config(probe_every=0), tiny_model_dir, rows, corpus, tmp_path / "m", tmp_path / "c",
+               tmp_path / "i", live_dir=None, progress=False, on_step=lambda v: seen.append(v["step"]))
+    summary = json.loads((tmp_path / "m" / "manifest.json").read_text())["rl"]
+    assert summary["train_rows"] == 5 and seen == [0, 1, 2]
+
+
+def test_nce_term_masks_a_shared_positive(tiny_model_dir, grpo_toy):
     trainee = load_trainee(tiny_model_dir, ModelConfig(), GRPOConfig(mode="full", precision="fp32"))
-    rows, _ = grpo_toy.toy_data(n=2, distractors=0)
+    rows, _ = grpo_toy.toy_data(n=3, distractors=0)
+    rows[1] = dict(rows[1], query_id="q0")  # q0 has two positives: d0 and d1
     seen = {}
 
-    def capture(q, p, n):
-        seen.update(p=p.detach(), n=n.detach())
+    def capture(q, p, n, ignore):
+        seen["ignore"] = ignore
         return (q * p).sum()
 
-    nce_loss(trainee, [rows[0], dict(rows[1], negatives=[], negative_ids=[])], capture, GRPOConfig(negatives_per_query=2))
-    assert seen["n"].shape[1] == 2
-    torch.testing.assert_close(seen["n"][1, 0], seen["p"][1])  # no mined negative: the positive fills both slots
-    torch.testing.assert_close(seen["n"][1, 1], seen["p"][1])
-    torch.testing.assert_close(seen["n"][0, 0], seen["n"][0, 1])  # one mined negative, repeated
-    assert not torch.allclose(seen["n"][0, 0], seen["p"][0])
+    nce_loss(trainee, rows, capture, GRPOConfig(negatives_per_query=1), {"q0": {"d0", "d1"}, "q2": {"d2"}})
+    # columns: positives d0 d1 d2, then negatives n0 n1 n2
+    assert seen["ignore"].tolist() == [[False, True, False, False, False, False],
+                                       [True, False, False, False, False, False],
+                                       [False, False, False, False, False, False]]
 
 
 def test_pad_rows_masks_the_padding():

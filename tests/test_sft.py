@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from searchr3.data.types import RetrievalSet
 from searchr3.model.config import ModelConfig
-from searchr3.model.embedder import Embedder
+from searchr3.model.embedder import Embedder, Reasoning
 from searchr3.train.common import batch_order
 from searchr3.train.lora import LoRAConfig, wrap_lora
 from searchr3.train.losses.composite import CompositeLoss
@@ -35,11 +35,12 @@ def toy_dev(rows):
 
 
 TRACES = {"q0": "alpha concepts", "q1": "beta and gamma"}
+CANDIDATES = [{"query_id": q, "trace": t} for q, t in TRACES.items()]
 
 
 def config(**kw):
     base = dict(steps=4, batch_size=4, eval_every=2, checkpoint_every=2, lr=5e-3, warmup_steps=1, precision="fp32",
-                dev_max_docs=50)
+                dev_max_docs=50, trace_warmup_steps=2)
     return SFTConfig(**(base | kw))
 
 
@@ -54,20 +55,88 @@ def test_batch_order_is_a_pure_function_of_seed():
     assert sorted(first_epoch) == list(range(10))
 
 
-def test_trace_labels_mask_the_prompt(tiny_model_dir):
+def test_batch_order_never_puts_a_row_twice_in_a_batch_and_oversamples():
+    # 7 rows in batches of 4: batches straddle epoch boundaries
+    for seed in range(20):
+        assert all(len(set(b)) == len(b) == 4 for b in batch_order(7, 4, 30, seed))
+    repeats = [3] + [1] * 19  # row 0 three times per epoch
+    order = batch_order(20, 4, 200, 0, repeats)
+    assert all(len(set(b)) == len(b) for b in order)
+    counts = np.bincount([i for b in order for i in b], minlength=20)
+    assert counts[0] > 2.5 * counts[1:].mean()
+    assert all(sorted(b) == [0, 1] for b in batch_order(2, 4, 3, 0))  # never wider than the distinct rows
+
+
+def test_every_row_has_a_ce_target_through_the_token(tiny_model_dir):
     e = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
     rows = toy_rows()
-    with_trace, direct = e.query_sequences([rows[0]["query"], rows[5]["query"]], [TRACES["q0"], None], 48, 8)
+    traced, direct = e.query_sequences([rows[0]["query"], rows[5]["query"]], [TRACES["q0"], None], 48, 8)
     prompt = e.tokenize_reasoning_prompts([rows[0]["query"]], 48)[0]
-    assert with_trace.ids[: len(prompt)] == prompt
-    assert all(lab == IGNORE_INDEX for lab in with_trace.labels[: len(prompt)])
-    assert with_trace.labels[len(prompt):] == with_trace.ids[len(prompt):] and with_trace.labels[-1] == e.embed_token_id
-    assert with_trace.ids[len(prompt):-1] == e.tokenizer(TRACES["q0"], add_special_tokens=False)["input_ids"][:8]
-    assert set(direct.labels) == {IGNORE_INDEX} and direct.ids == e.tokenize_queries([rows[5]["query"]], 48)[0]
-    batch = SFTBatchBuilder(e, config(), TRACES).build(rows[:2])  # the builder uses exactly these sequences
-    assert batch["q"][0][0, : len(with_trace.ids)].tolist() == with_trace.ids
-    assert batch["labels"][0, : len(with_trace.labels)].tolist() == with_trace.labels
-    assert set(batch["labels"][0, len(with_trace.labels):].tolist()) <= {IGNORE_INDEX}
+    closing = e.tokenizer("\nThe embedding is <|embed_token|>", add_special_tokens=False)["input_ids"]
+    assert traced.ids == prompt + e.tokenizer(TRACES["q0"], add_special_tokens=False)["input_ids"][:8] + closing
+    assert traced.labels == [IGNORE_INDEX] * len(prompt) + traced.ids[len(prompt):]
+    assert direct.ids == e.tokenize_queries([rows[5]["query"]], 48)[0]
+    response = e.tokenizer("The embedding is <|embed_token|>", add_special_tokens=False)["input_ids"]
+    assert direct.labels == [IGNORE_INDEX] * (len(direct.ids) - len(response)) + response  # the direct row's target
+    batch = SFTBatchBuilder(e, config(), TRACES).build(rows[:6])  # q0, q1 traced; q2..q5 direct
+    labels, kl = batch["labels"], batch["kl_labels"]
+    for i in range(6):
+        last = int(batch["q"][1][i].sum()) - 1
+        assert labels[i, last] == e.embed_token_id  # every row: CE on the token
+        assert kl[i, last] == IGNORE_INDEX  # never KL at the token position
+    assert (kl[2:] == IGNORE_INDEX).all()  # direct rows: no KL
+    n_trace = len(e.tokenizer(TRACES["q0"], add_special_tokens=False)["input_ids"][:8])
+    assert int((kl[0] != IGNORE_INDEX).sum()) == n_trace  # KL on the trace's own tokens only
+
+
+def test_one_format_the_trainer_builds_what_the_embedder_embeds(tiny_model_dir):
+    e = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
+    rows = toy_rows()
+    cfg = config(max_query_tokens=e.config.max_query_tokens, max_trace_tokens=e.config.max_new_tokens)
+    batch = SFTBatchBuilder(e, cfg, TRACES).build([rows[0], rows[5]])
+    built = [row[: int(m.sum())].tolist() for row, m in zip(batch["q"][0], batch["q"][1])]
+    # direct: what encode_queries embeds
+    assert built[1] == e.tokenize_queries([rows[5]["query"]])[0]
+    # reasoning: what inference embeds after a generation that wrote this trace, whether the model then emitted the
+    # closing suffix itself or stopped and got it appended
+    prompt = e.tokenize_reasoning_prompts([rows[0]["query"]])
+    trace = e.tokenizer(TRACES["q0"], add_special_tokens=False)["input_ids"]
+    closing = e.tokenizer("\nThe embedding is <|embed_token|>", add_special_tokens=False)["input_ids"]
+    emitted = Reasoning(e, prompt, [trace + closing])
+    stopped = Reasoning(e, prompt, [trace], [e.tokenizer.eos_token_id])
+    assert emitted.emitted == [True] and stopped.emitted == [False]
+    assert built[0] == emitted.full_ids[0] == stopped.full_ids[0]
+    # a trace text that already ends with the closing phrase is not closed twice
+    again = e.query_sequences([rows[0]["query"]], [TRACES["q0"] + "\nThe embedding is <|embed_token|>"])[0]
+    assert again.ids == built[0]
+
+
+def test_infonce_mask_covers_a_positive_shared_by_two_rows(tiny_model_dir):
+    e = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
+    rows = [dict(r, positive_id=f"d{i}") for i, r in enumerate(toy_rows(3))]
+    rows[1] = dict(rows[1], positive_id="d0", positive=rows[0]["positive"])  # two queries, one relevant document
+    ignore = SFTBatchBuilder(e, config(), {}).build(rows)["ignore"]
+    assert ignore.tolist() == [[False, True, False, False, False, False],
+                               [True, False, False, False, False, False],
+                               [False] * 6]
+
+
+def test_traces_are_scored_by_the_model_being_trained_after_the_warm_up(tiny_model_dir, tmp_path, monkeypatch):
+    import searchr3.train.sft as sft
+
+    rows, seen = toy_rows(8), {}
+    real = sft.score_candidates
+
+    def spy(embedder, *args, **kwargs):
+        seen["weights"] = {k: v.detach().clone() for k, v in embedder.model.state_dict().items()}
+        return real(embedder, *args, **kwargs)
+
+    monkeypatch.setattr(sft, "score_candidates", spy)
+    summary = train_sft(config(steps=4, trace_warmup_steps=2, mode="full", lr=1e-2), ModelConfig(), tiny_model_dir, rows,
+                        None, tmp_path / "out", tmp_path / "ckpt", traces=CANDIDATES, live_dir=None, progress=False)
+    base = Embedder.from_pretrained(tiny_model_dir, precision="fp32").model.state_dict()
+    assert summary["trace_scoring"]["at_step"] == 2 and summary["trace_scoring"]["scored"] == 2
+    assert any(not torch.equal(seen["weights"][k], base[k]) for k in base)  # not the base: the warmed-up trainee
 
 
 def test_batch_builder_pads_short_negative_lists_by_repetition(tiny_model_dir):
@@ -111,7 +180,7 @@ def fixed_batch_loss(model_dir, rows):
 def test_a_few_steps_lower_the_loss(tiny_model_dir, tmp_path):
     rows = toy_rows(8)
     train_sft(config(steps=8, batch_size=8, eval_every=100, lr=1e-3, mode="full"), ModelConfig(), tiny_model_dir, rows,
-              None, tmp_path / "out", tmp_path / "ckpt", traces=TRACES, live_dir=tmp_path / "live", progress=False)
+              None, tmp_path / "out", tmp_path / "ckpt", traces=CANDIDATES, live_dir=tmp_path / "live", progress=False)
     assert fixed_batch_loss(tmp_path / "out", rows) < 0.8 * fixed_batch_loss(tiny_model_dir, rows)
     assert (tmp_path / "live" / "metrics.json").exists()
 
@@ -121,7 +190,7 @@ def test_kill_and_resume_equals_uninterrupted(tiny_model_dir, tmp_path, kill_and
 
     def run(name):
         return train_sft(config(steps=6), ModelConfig(), tiny_model_dir, rows, dev, tmp_path / name, tmp_path / f"c{name}",
-                         traces=TRACES, live_dir=None, progress=False)
+                         traces=CANDIDATES, live_dir=None, progress=False)
 
     full, resumed, saved = kill_and_resume(run, lambda name: tmp_path / name)
     assert saved == [2, 4]
@@ -136,7 +205,7 @@ def test_kill_and_resume_equals_uninterrupted(tiny_model_dir, tmp_path, kill_and
 def test_both_modes_export_a_loadable_folder(tiny_model_dir, tmp_path, mode):
     rows = toy_rows()
     summary = train_sft(config(mode=mode, steps=2), ModelConfig(), tiny_model_dir, rows, toy_dev(rows), tmp_path / "out",
-                        tmp_path / "ckpt", traces=TRACES, live_dir=None, progress=False)
+                        tmp_path / "ckpt", traces=CANDIDATES, live_dir=None, progress=False)
     assert summary["dev_ndcg@10"] is not None and summary["base_dev_ndcg@10"] is not None
     trained = Embedder.from_pretrained(tmp_path / "out", precision="fp32")
     base = Embedder.from_pretrained(tiny_model_dir, precision="fp32")

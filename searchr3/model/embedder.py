@@ -172,6 +172,7 @@ class Embedder:
         self._query = self._encode_template(t.query, must_have_token=True)
         self._reason = self._encode_template(t.reasoning, must_have_token=False)
         self._fallback = self._ids(t.fallback_suffix)
+        self._fallback_text = t.fallback_suffix.replace(EMBED_TOKEN, "")
         if self.embed_token_id not in self._fallback:
             raise ConfigError(f"templates.fallback_suffix must contain {EMBED_TOKEN}")
 
@@ -236,23 +237,60 @@ class Embedder:
         """Reasoning prompt around each query text: what generation continues (no token yet)."""
         return [self._fill(self._reason, t, self.config.max_query_tokens if max_tokens is None else max_tokens) for t in texts]
 
+    def trace_ids(self, trace: str, max_tokens: int | None = None) -> list[int]:
+        """The tokens of a reasoning trace's text, without the embed token or a closing phrase it already ends
+        with (the fallback suffix's text), cut to ``max_tokens``."""
+        text = trace.replace(EMBED_TOKEN, "").rstrip()
+        closing = self._fallback_text.strip()
+        if closing and text.endswith(closing):
+            text = text[: -len(closing)].rstrip()
+        return self._ids(text)[:max_tokens]
+
+    def reasoning_ids(self, prompt: list[int], generated: list[int]) -> list[int]:
+        """What a reasoning query embeds: the prompt + the generated tokens, + the fallback suffix unless they end in the token.
+
+        The one format: inference (``Reasoning.full_ids``) and training (``query_sequences``) both build it here.
+        """
+        if generated and generated[-1] == self.embed_token_id:
+            return prompt + generated
+        return prompt + generated + self._fallback
+
     def query_sequences(self, texts: list[str], traces: list[str | None], max_tokens: int | None = None,
                         max_trace_tokens: int | None = None) -> list[LabelledSequence]:
-        """The query side of training rows, in the format inference embeds.
+        """The query side of training rows, token for token what inference embeds, labelled on the assistant's response.
 
-        With a trace: reasoning prompt + the trace's tokens (cut to ``max_trace_tokens``) + the token, labelled
-        on trace + token (the CE/KL targets). Without (``None``): the direct query, nothing labelled.
+        With a trace: the reasoning prompt + the trace's tokens (cut to ``max_trace_tokens``) + the fallback suffix
+        (``templates.fallback_suffix``, which ends in the token): exactly ``reasoning_ids`` of a generation that wrote
+        this trace (whether or not it emitted the suffix itself). Labels: the trace and the suffix, through the token,
+        so the model learns to close its analysis with the token. Without (``None``): the direct query template,
+        labelled on its response (the template's tail after the part it shares with the reasoning template, e.g.
+        ``The embedding is <|embed_token|>``; at least the token). Every row thus has a CE target ending in the token.
         """
         out = []
         for text, trace in zip(texts, traces, strict=True):
             if trace is None:
                 ids = self.tokenize_queries([text], max_tokens)[0]
-                out.append(LabelledSequence(ids, [IGNORE_INDEX] * len(ids)))
+                cut = len(ids) - self.direct_response_tokens
+                out.append(LabelledSequence(ids, [IGNORE_INDEX] * cut + ids[cut:]))
                 continue
             prompt = self.tokenize_reasoning_prompts([text], max_tokens)[0]
-            target = self._ids(trace)[:max_trace_tokens] + [self.embed_token_id]
-            out.append(LabelledSequence(prompt + target, [IGNORE_INDEX] * len(prompt) + target))
+            ids = self.reasoning_ids(prompt, self.trace_ids(trace, max_trace_tokens))
+            out.append(LabelledSequence(ids, [IGNORE_INDEX] * len(prompt) + ids[len(prompt):]))
         return out
+
+    @cached_property
+    def direct_response_tokens(self) -> int:
+        """How many tokens at the end of the direct-query template are the assistant's response (labelled in SFT)."""
+        query_tail, reason_tail = self._query[1], self._reason[1]
+        shared = 0
+        while shared < min(len(query_tail), len(reason_tail)) and query_tail[shared] == reason_tail[shared]:
+            shared += 1
+        return max(1, len(query_tail) - shared)
+
+    @property
+    def closing_tokens(self) -> int:
+        """Length of the fallback suffix (the closing phrase through the token) in tokens."""
+        return len(self._fallback)
 
     # ---- encoding -------------------------------------------------------------------------------
     @cached_property
@@ -339,6 +377,7 @@ class Embedder:
         temp = self.config.temperature if temperature is None else temperature
         max_new = max_new_tokens or self.config.max_new_tokens
         generated: list[list[int]] = [[] for _ in texts]
+        stops: list[int | None] = [None for _ in texts]
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         bar = _progress(len(texts), "reasoning") if progress else None
         stop = self.eos_ids | {self.embed_token_id}
@@ -346,35 +385,38 @@ class Embedder:
             b = order[start: start + bs]
             out = decode(self.model, [prompts[i] for i in b], self.pad_id, stop, max_new, temp, max_time=max_time)
             for new_ids, i in zip(out, b):
-                generated[i] = self._cut_trace(new_ids)
+                generated[i], stops[i] = self._cut_trace(new_ids)
             if bar:
                 bar.update(len(b))
         if bar:
             bar.close()
-        return Reasoning(self, prompts, generated)
+        return Reasoning(self, prompts, generated, stops)
 
-    def _cut_trace(self, new_ids: list[int]) -> list[int]:
-        """Keep generated tokens up to and including the embed token, or up to (excluding) the first EOS/pad."""
+    def _cut_trace(self, new_ids: list[int]) -> tuple[list[int], int | None]:
+        """Generated tokens up to and including the embed token, or up to (excluding) the first EOS; and the EOS
+        id the trace stopped on (``None`` when it emitted the token or ran to the length cap)."""
         kept = []
         for t in new_ids:
             if t == self.embed_token_id:
                 kept.append(t)
-                break
+                return kept, None
             if t in self.eos_ids:
-                break
+                return kept, t
             kept.append(t)
-        return kept
+        return kept, None
 
 
 class Reasoning:
     """Generated traces for a batch of queries, with the full sequences to encode."""
 
-    def __init__(self, embedder: Embedder, prompts: list[list[int]], generated: list[list[int]]):
+    def __init__(self, embedder: Embedder, prompts: list[list[int]], generated: list[list[int]],
+                 stops: list[int | None] | None = None):
         tok = embedder.embed_token_id
         self.prompts = prompts
         self.generated = generated
+        self.stops = stops if stops is not None else [None] * len(generated)  # EOS id a trace stopped on, else None
         self.emitted = [bool(g) and g[-1] == tok for g in generated]
-        self.full_ids = [p + g if e else p + g + embedder._fallback for p, g, e in zip(prompts, generated, self.emitted)]
+        self.full_ids = [embedder.reasoning_ids(p, g) for p, g in zip(prompts, generated)]
         self.traces = [embedder.tokenizer.decode([t for t in g if t != tok], skip_special_tokens=True) for g in generated]
 
     @property
@@ -382,15 +424,19 @@ class Reasoning:
         return sum(1 for e in self.emitted if not e)
 
     def sequences(self) -> list[LabelledSequence]:
-        """Each full sequence (prompt + generated, + fallback suffix), labelled on the generated tokens only.
+        """Each full sequence (prompt + generated, + fallback suffix), labelled on the model's actions.
 
-        The generated tokens include the token when the model emitted it; the fallback suffix is not the
-        model's own output and is not labelled.
+        The actions are the generated tokens (with the token when the model emitted it) and the stop: a trace that
+        stopped on EOS has that EOS as the label of the first fallback position (the logits there are the ones
+        EOS was sampled from; the input there is the suffix, as inference embeds it), so stopping gets credit
+        like any token. The rest of the suffix is not the model's output and is not labelled.
         """
         out = []
-        for prompt, generated, full in zip(self.prompts, self.generated, self.full_ids):
+        for prompt, generated, full, stop in zip(self.prompts, self.generated, self.full_ids, self.stops):
             tail = len(full) - len(prompt) - len(generated)
-            out.append(LabelledSequence(list(full), [IGNORE_INDEX] * len(prompt) + list(generated) + [IGNORE_INDEX] * tail))
+            stop_label = [stop] if stop is not None and tail else []
+            labels = [IGNORE_INDEX] * len(prompt) + list(generated) + stop_label
+            out.append(LabelledSequence(list(full), labels + [IGNORE_INDEX] * (len(full) - len(labels))))
         return out
 
 

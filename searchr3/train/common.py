@@ -38,15 +38,43 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def batch_order(n_rows: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:
-    """Row indices for every step: seeded epoch permutations, a pure function of its arguments."""
+def batch_order(n_rows: int, batch_size: int, steps: int, seed: int, repeats: list[int] | None = None) -> list[list[int]]:
+    """Row indices for every step: seeded epoch permutations, a pure function of its arguments.
+
+    ``repeats[i]`` (default 1) is how many times row ``i`` appears per epoch (oversampling). No batch holds a row
+    twice: a row that would repeat inside a batch (at an epoch boundary, or an oversampled row) waits for the next
+    batch, which takes it first. A batch is never larger than the number of distinct rows.
+    """
+    counts = repeats if repeats is not None else [1] * n_rows
+    if len(counts) != n_rows or any(c < 0 for c in counts):
+        raise ValueError(f"repeats must give a count >= 0 for each of the {n_rows} rows")
+    epoch = [i for i, c in enumerate(counts) for _ in range(c)]
+    width = min(batch_size, len(set(epoch)))
+    if width < 1:
+        raise ValueError("no rows to order")
     rng = random.Random(seed)
-    order: list[int] = []
-    while len(order) < steps * batch_size:
-        epoch = list(range(n_rows))
-        rng.shuffle(epoch)
-        order += epoch
-    return [order[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
+    stream: list[int] = []
+    waiting: list[int] = []
+    batches: list[list[int]] = []
+    while len(batches) < steps:
+        batch: list[int] = []
+        queue = waiting
+        waiting = []
+        while len(batch) < width:
+            if not queue:
+                if not stream:
+                    stream = epoch[:]
+                    rng.shuffle(stream)
+                    stream.reverse()  # pop() from the end = take in shuffled order
+                queue = [stream.pop()]
+            row = queue.pop(0)
+            if row in batch:
+                waiting.append(row)
+            else:
+                batch.append(row)
+        waiting += queue
+        batches.append(batch)
+    return batches
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
@@ -71,6 +99,19 @@ def hidden_and_logits(model, ids, mask, pos, want_logits: bool):
     hidden = body(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
     logits = lm.get_output_embeddings()(hidden) if want_logits else None
     return hidden, logits
+
+
+def lm_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """The LM head applied to final hidden states (e.g. only the positions that have targets)."""
+    return causal_lm(model).get_output_embeddings()(hidden)
+
+
+def first_target_position(labels: torch.Tensor) -> int:
+    """The position before the earliest labelled token of any row (logits before it predict nothing trained)."""
+    from searchr3.model.config import IGNORE_INDEX
+
+    labelled = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+    return max(int(labelled[0]) - 1, 0) if len(labelled) else 0
 
 
 def pool(hidden: torch.Tensor, ids: torch.Tensor, embed_id: int) -> torch.Tensor:

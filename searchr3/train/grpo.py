@@ -46,7 +46,7 @@ from searchr3.index.config import IndexConfig
 from searchr3.index.refresh import REASONS as REFRESH_REASONS, KnnGraph, RefreshPolicy, refresh
 from searchr3.index.snapshot import load_snapshot, save_snapshot
 from searchr3.index.store import DocumentIndex
-from searchr3.model.config import IGNORE_INDEX, ModelConfig
+from searchr3.model.config import ModelConfig
 from searchr3.model.embedder import LabelledSequence, Reasoning, pad_labelled
 from searchr3.model.padding import pad_batch
 from searchr3.train import common
@@ -57,7 +57,8 @@ from searchr3.train.losses.infonce import InfoNCELoss, has_negatives
 from searchr3.train.losses.reasoning_ce import token_logprobs
 from searchr3.train.losses.reference_kl import kl_k3
 from searchr3.train.rewards import combined_reward, rank_of
-from searchr3.train.trainer_setup import Trainee, load_trainee, row_documents, with_distractors
+from searchr3.train.trainer_setup import (Trainee, drop_rows_without_negatives, infonce_ignore, known_positives, load_trainee,
+                                          row_document_ids, row_documents, with_distractors)
 
 log = logging.getLogger(__name__)
 
@@ -109,24 +110,19 @@ def open_index(trainee: Trainee, texts: dict[str, str], index_config: IndexConfi
 
 # ---- traces → tensors ---------------------------------------------------------------------------
 
-def hidden_and_tail_logits(model, ids, mask, pos, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Final hidden states of every position, LM logits only from position ``start`` on."""
-    hidden, _ = common.hidden_and_logits(model, ids, mask, pos, False)
-    return hidden, common.causal_lm(model).get_output_embeddings()(hidden[:, start:])
-
-
-def generated_logprobs(model, seqs: list[LabelledSequence], pad_id: int, device,
-                       embed_id: int | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-    """Per sequence, the log-probs of its labelled tokens (1-D float32); the embeddings at the token if ``embed_id``.
+def generated_logprobs(model, seqs: list[LabelledSequence], pad_id: int, device, embed_id: int | None = None,
+                       temperature: float = 1.0) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """Per sequence, the log-probs of its labelled tokens (1-D float32) under ``softmax(logits / temperature)``, the
+    distribution the tokens were sampled from; the embeddings at the token if ``embed_id``.
 
     Logits are computed only from the position before the earliest labelled token on (the prompt needs none),
     which saves most of the (B, T, vocabulary) tensor.
     """
     ids, mask, pos, lab = pad_labelled(seqs, pad_id, device)
-    labelled = (lab != IGNORE_INDEX).any(dim=0).nonzero()
-    start = max(int(labelled[0]) - 1, 0) if len(labelled) else 0
-    hidden, logits = hidden_and_tail_logits(model, ids, mask, pos, start)
-    logp, keep = token_logprobs(logits, lab[:, start:])
+    start = common.first_target_position(lab)
+    hidden, _ = common.hidden_and_logits(model, ids, mask, pos, False)
+    logits = common.lm_logits(model, hidden[:, start:])
+    logp, keep = token_logprobs(logits.float() / temperature, lab[:, start:])
     rows = [logp[i][keep[i]] for i in range(len(seqs))]
     return rows, (common.pool(hidden, ids, embed_id) if embed_id is not None else None)
 
@@ -169,21 +165,21 @@ def rollout(trainee: Trainee, batch: list[dict], config: GRPOConfig) -> Reasonin
     trainee.model.eval()
     with trainee.autocast():
         return trainee.embedder.generate_reasoning([r["query"] for r in batch for _ in range(config.group_size)],
-                                                   batch_size=config.micro_batch, temperature=config.temperature,
-                                                   max_new_tokens=config.max_new_tokens)
+                                                   batch_size=config.micro_batch, temperature=config.temperature)
 
 
-def score(trainee: Trainee, reasoning: Reasoning, micro_batch: int) -> Scores:
-    """2. No-grad passes over each trace: the policy's embedding and old log-probs, the reference's log-probs."""
+def score(trainee: Trainee, reasoning: Reasoning, micro_batch: int, temperature: float) -> Scores:
+    """2. No-grad passes over each trace: the policy's embedding and old log-probs, the reference's log-probs (both
+    at the sampling temperature; the actions are the generated tokens and the stop, ``Reasoning.sequences``)."""
     e, seqs = trainee.embedder, reasoning.sequences()
     old_logp, ref_logp, vectors = [], [], []
     with torch.no_grad(), trainee.autocast():
         for part in chunks(seqs, micro_batch):
-            rows, vec = generated_logprobs(trainee.model, part, e.pad_id, e.device, e.embed_token_id)
+            rows, vec = generated_logprobs(trainee.model, part, e.pad_id, e.device, e.embed_token_id, temperature)
             old_logp += rows
             vectors.append(vec.cpu())
             with trainee.reference() as reference:
-                ref_logp += generated_logprobs(reference, part, e.pad_id, e.device)[0]
+                ref_logp += generated_logprobs(reference, part, e.pad_id, e.device, temperature=temperature)[0]
     return Scores(seqs, old_logp, ref_logp, torch.cat(vectors).numpy())
 
 
@@ -200,16 +196,18 @@ def reward(index: DocumentIndex, batch: list[dict], reasoning: Reasoning, scores
 
 
 def update(trainee: Trainee, batch: list[dict], scores: Scores, rewards: Rewards, policy_loss: ClippedPolicyLoss,
-           nce: InfoNCELoss, config: GRPOConfig) -> dict[str, float]:
-    """4. ``updates_per_step`` optimizer updates (policy loss on the active traces + λ_nce · InfoNCE), then the schedule."""
+           nce: InfoNCELoss, config: GRPOConfig, index: DocumentIndex, positives: dict[str, set[str]]) -> dict[str, float]:
+    """4. ``updates_per_step`` optimizer updates (policy loss on the active traces + λ_trace_nce · InfoNCE on every
+    trace's embedding + λ_nce · InfoNCE on the direct queries), then the schedule."""
     trainee.model.train()
+    trace_nce = TraceNCE(nce, config.lambda_trace_nce, batch, config.group_size, config.negatives_per_query, index, positives)
     for _ in range(config.updates_per_step):
         losses = {"policy": 0.0, "kl_penalty": 0.0, "clip_fraction": 0.0}
-        if rewards.active:
-            losses = policy_backward(trainee, scores, rewards.active, rewards.advantages, policy_loss, config.micro_batch)
+        if rewards.active or trace_nce.on:
+            losses = policy_backward(trainee, scores, rewards.active, rewards.advantages, policy_loss, config, trace_nce)
         if config.lambda_nce > 0:
             with trainee.autocast():
-                term = nce_loss(trainee, batch, nce, config)
+                term = nce_loss(trainee, batch, nce, config, positives)
             (config.lambda_nce * term).backward()
             losses["nce"] = float(term.detach())
         grad_norm = trainee.optimizer_step(config.max_grad_norm)
@@ -218,14 +216,19 @@ def update(trainee: Trainee, batch: list[dict], scores: Scores, rewards: Rewards
             | {"clip_fraction": losses["clip_fraction"], "lr": trainee.scheduler.get_last_lr()[0], "grad_norm": grad_norm})
 
 
-def refresh_index(refresher: RefreshPolicy, trainee: Trainee, batch: list[dict], rewards: Rewards, step: int,
+def refresh_index(refresher: RefreshPolicy, trainee: Trainee, upcoming: list[dict], rewards: Rewards, step: int,
                   version: int, probe: list[str], config: GRPOConfig) -> dict:
-    """5. Re-encode with policy ``version`` what the refresh policy picks; fidelity on the probe queries when due."""
+    """5. Re-encode with policy ``version`` what the refresh policy picks; fidelity on the probe queries when due.
+
+    The first tier ("used") is the documents the *next* step will score: the positives and negatives of
+    ``upcoming`` (its rows, known in advance from ``batch_order``), then their graph neighbours, so the index
+    the next reward reads is fresh where it matters (prefetch); then stale documents in this step's top-k and
+    the rotating slice."""
     probe_every = refresher.config.probe_every
     probe_vectors = None
     if probe_every > 0 and step % probe_every == 0:
         probe_vectors = trainee.encode_queries(probe, config.micro_batch)
-    used = list(dict.fromkeys(d for r in batch for d in used_doc_ids(r, config.negatives_per_query)))
+    used = list(dict.fromkeys(d for r in upcoming for d in used_doc_ids(r, config.negatives_per_query)))
     return refresher.step(step, partial(trainee.encode_documents, batch_size=config.micro_batch), used, rewards.ranked,
                           version, probe_query_vectors=probe_vectors)
 
@@ -237,48 +240,82 @@ def has_spread(group_rewards: list[float]) -> bool:
     return max(group_rewards) > min(group_rewards)
 
 
-def policy_backward(trainee: Trainee, scores: Scores, active: list[int], advantages: torch.Tensor,
-                    policy_loss: ClippedPolicyLoss, micro_batch: int) -> dict[str, float]:
-    """Backward ``ClippedPolicyLoss`` over the ``active`` traces, chunk by chunk (no optimizer step).
+class TraceNCE:
+    """Optional InfoNCE on the sampled reasoning embeddings (``lambda_trace_nce``): each trace's embedding at the
+    token, pooled with gradient from the same forward as its log-probs, against its query's positive and
+    negatives as the live index holds them (constants, fresh: the refresh prefetched them), the other traces'
+    documents in the chunk as in-batch negatives, known positives masked. The sampled trace tokens are inputs
+    (no gradient flows through sampling); the gradient reaches the weights through every position's hidden state."""
 
-    Each chunk's loss is weighted by its share of the active traces, so the gradient is that of the mean
-    over traces, whatever ``micro_batch``.
+    def __init__(self, loss_fn: InfoNCELoss, weight: float, batch: list[dict], group_size: int, k: int,
+                 index: DocumentIndex, positives: dict[str, set[str]]):
+        self.loss_fn, self.weight, self.batch, self.G, self.k, self.index, self.positives = (
+            loss_fn, weight, batch, group_size, k, index, positives)
+
+    @property
+    def on(self) -> bool:
+        return self.weight > 0
+
+    def __call__(self, traces: list[int], vectors: torch.Tensor) -> torch.Tensor:
+        rows = [self.batch[i // self.G] for i in traces]
+        ids = row_document_ids(rows, self.k)
+        docs = torch.from_numpy(self.index.vectors(ids)).to(vectors.device).view(len(rows), 1 + self.k, -1)
+        return self.loss_fn(vectors, docs[:, 0], docs[:, 1:] if self.k else None, infonce_ignore(rows, self.k, self.positives))
+
+
+def policy_backward(trainee: Trainee, scores: Scores, active: list[int], advantages: torch.Tensor,
+                    policy_loss: ClippedPolicyLoss, config: GRPOConfig, trace_nce: TraceNCE | None = None) -> dict[str, float]:
+    """Backward ``ClippedPolicyLoss`` over the ``active`` traces (+ ``trace_nce`` over every trace), chunk by chunk
+    (no optimizer step).
+
+    Each chunk's loss is weighted by its share of the traces the term covers, so the gradient is that of the
+    mean over traces, whatever ``micro_batch``. Log-probs are at the sampling temperature.
     """
     e = trainee.embedder
-    total = {"policy": 0.0, "kl_penalty": 0.0}
+    nce_on = trace_nce is not None and trace_nce.on and len(scores.seqs) > 1
+    active_set = set(active)
+    covered = list(range(len(scores.seqs))) if nce_on else active
+    total = {"policy": 0.0, "kl_penalty": 0.0} | ({"trace_nce": 0.0} if nce_on else {})
     clipped_tokens, tokens = 0.0, 0
-    for part in chunks(active, micro_batch):
+    for part in chunks(covered, config.micro_batch):
         with trainee.autocast():
-            rows, _ = generated_logprobs(trainee.model, [scores.seqs[i] for i in part], e.pad_id, e.device)
-        logp, mask = pad_rows(rows)
-        old, ref = pad_rows([scores.old_logp[i] for i in part])[0], pad_rows([scores.ref_logp[i] for i in part])[0]
-        out = policy_loss(logp, old, ref, advantages[part].to(logp.device), mask)
-        share = len(part) / len(active)
-        loss = out.total * share
-        if loss.requires_grad:
+            rows, vec = generated_logprobs(trainee.model, [scores.seqs[i] for i in part], e.pad_id, e.device,
+                                           e.embed_token_id if nce_on else None, config.temperature)
+        loss = 0.0
+        mine = [j for j, i in enumerate(part) if i in active_set]
+        if mine:
+            logp, mask = pad_rows([rows[j] for j in mine])
+            picked = [part[j] for j in mine]
+            old, ref = pad_rows([scores.old_logp[i] for i in picked])[0], pad_rows([scores.ref_logp[i] for i in picked])[0]
+            out = policy_loss(logp, old, ref, advantages[picked].to(logp.device), mask)
+            share = len(mine) / len(active)
+            loss = out.total * share
+            total["policy"] += float(out.policy.detach()) * share
+            total["kl_penalty"] += float(out.kl.detach()) * share
+            clipped_tokens += out.clip_fraction * int(mask.sum())
+            tokens += int(mask.sum())
+        if nce_on and len(part) > 1:
+            term = trace_nce(part, vec)
+            loss = loss + trace_nce.weight * term * len(part) / len(covered)
+            total["trace_nce"] += float(term.detach()) * len(part) / len(covered)
+        if isinstance(loss, torch.Tensor) and loss.requires_grad:
             loss.backward()
-        total["policy"] += float(out.policy.detach()) * share
-        total["kl_penalty"] += float(out.kl.detach()) * share
-        n_tokens = int(mask.sum())
-        clipped_tokens += out.clip_fraction * n_tokens
-        tokens += n_tokens
     return total | {"clip_fraction": clipped_tokens / tokens if tokens else 0.0}
 
 
-def nce_loss(trainee: Trainee, rows: list[dict], loss_fn: InfoNCELoss, config: GRPOConfig) -> torch.Tensor:
-    """InfoNCE on (direct query embedding, positive, ``negatives_per_query`` hard negatives), with gradient.
-
-    A row without a mined negative gets its positive in the negative slots (``row_documents(missing="positive")``).
-    """
+def nce_loss(trainee: Trainee, rows: list[dict], loss_fn: InfoNCELoss, config: GRPOConfig,
+             positives: dict[str, set[str]]) -> torch.Tensor:
+    """InfoNCE on (direct query embedding, positive, ``negatives_per_query`` hard negatives), with gradient; in-batch
+    documents that are known positives of a row's query are masked (rows without a negative were dropped)."""
     e, model, k = trainee.embedder, trainee.model, config.negatives_per_query
     q_ids, q_mask, q_pos = pad_batch(e.tokenize_queries([r["query"] for r in rows]), e.pad_id, "right", e.device)
     q_vec = common.pool(common.hidden_and_logits(model, q_ids, q_mask, q_pos, False)[0], q_ids, e.embed_token_id)
-    docs = e.tokenize_documents(row_documents(rows, k, missing="positive"))
+    docs = e.tokenize_documents(row_documents(rows, k))
     d_ids, d_mask, d_pos = pad_batch(docs, e.pad_id, "right", e.device)
     with torch.set_grad_enabled(config.nce_doc_grad):
         d_hidden = common.hidden_and_logits(model, d_ids, d_mask, d_pos, False)[0]
         d_vec = common.pool(d_hidden, d_ids, e.embed_token_id).view(len(rows), 1 + k, -1)
-    return loss_fn(q_vec, d_vec[:, 0], d_vec[:, 1:] if k else None)
+    return loss_fn(q_vec, d_vec[:, 0], d_vec[:, 1:] if k else None, infonce_ignore(rows, k, positives))
 
 
 class PhaseTimer:
@@ -329,6 +366,10 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
     """
     _check_config(config)
     check_rows(train_rows, corpus)
+    train_rows = drop_rows_without_negatives(train_rows, config.negatives_per_query)  # as SFT does
+    if not train_rows:
+        raise ValueError("no training rows with a mined negative")
+    positives = known_positives(train_rows)
     policy_loss = ClippedPolicyLoss(clip_eps=config.clip_eps, beta=config.beta)
     nce = InfoNCELoss(temperature=config.nce_temperature, in_batch_negatives=True)
     started = time.time()
@@ -356,14 +397,15 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
         with timer("rollout"):  # 1. G traces per query from policy version `step`
             reasoning = rollout(trainee, batch, config)
         with timer("score"):  # 2. their embeddings, old and reference log-probs
-            scores = score(trainee, reasoning, config.micro_batch)
+            scores = score(trainee, reasoning, config.micro_batch, config.temperature)
         with timer("reward"):  # 3. rank of the positive in the live index → rewards → advantages
             rewards = reward(index, batch, reasoning, scores, config, search_k)
         with timer("update"):  # 4. clipped policy loss + β·KL (+ λ·InfoNCE) → optimizer
-            losses = update(trainee, batch, scores, rewards, policy_loss, nce, config)
+            losses = update(trainee, batch, scores, rewards, policy_loss, nce, config, index, positives)
         state["step"] = state["policy_version"] = step + 1
-        with timer("refresh"):  # 5. re-encode what the new policy version made stale
-            stats = refresh_index(refresher, trainee, batch, rewards, step, state["policy_version"], probe, config)
+        with timer("refresh"):  # 5. prefetch: re-encode what step + 1 will score (and neighbours), then other stale
+            upcoming = [train_rows[i] for i in order[step + 1]] if step + 1 < config.steps else []
+            stats = refresh_index(refresher, trainee, upcoming, rewards, step, state["policy_version"], probe, config)
         metrics = step_metrics(reasoning, scores, rewards, config.group_size) | losses | refresh_metrics(stats)
         metrics |= timer.metrics()
         common.log_metrics(live, metrics, state["step"])
@@ -453,7 +495,7 @@ def _check_config(config: GRPOConfig) -> None:
         problems.append(f"group_size must be >= 2 (advantages need a spread), got {config.group_size}")
     if config.temperature <= 0:
         problems.append(f"temperature must be > 0 (greedy traces of a group are identical), got {config.temperature}")
-    for name in ("steps", "queries_per_step", "updates_per_step", "max_new_tokens", "micro_batch", "checkpoint_every"):
+    for name in ("steps", "queries_per_step", "updates_per_step", "micro_batch", "checkpoint_every"):
         if getattr(config, name) < 1:
             problems.append(f"{name} must be >= 1, got {getattr(config, name)}")
     if config.negatives_per_query < 0 or config.max_corpus_docs < 0:

@@ -21,8 +21,8 @@ class GRPOConfig:
     steps: int = 12  # optimizer steps = policy versions added; one index refresh after each
     queries_per_step: int = 4  # training queries per step (each gets a group of group_size traces)
     group_size: int = 4  # G: traces sampled per query; advantages are normalised within the group (>= 2)
-    temperature: float = 0.8  # sampling temperature of the traces (> 0: a group needs different traces)
-    max_new_tokens: int = 24  # cap on the generated reasoning per trace
+    temperature: float = 0.8  # sampling temperature of the traces (> 0); log-probs, ratio and KL use the same temperature
+    #                           (the trace length cap is model.max_new_tokens, the one evaluation uses)
     max_query_tokens: int = 48  # query text is truncated to this many tokens inside the prompt
     max_doc_tokens: int = 128  # document text truncated to this many tokens (index encoding and the InfoNCE term)
     lr: float = 1.0e-4  # LoRA default; use about 1e-5 for mode: full
@@ -36,6 +36,8 @@ class GRPOConfig:
     w_rank: float = 1.0  # weight of the rank reward
     w_format: float = 0.1  # reward for emitting <|embed_token|> without the fallback suffix
     lambda_nce: float = 0.1  # weight of InfoNCE on (direct query, positive, negatives) keeping documents aligned; 0 = off
+    lambda_trace_nce: float = 0.0  # weight of InfoNCE on the sampled traces' embeddings (pooled with gradient) against
+    #                                their positive and negatives in the live index; 0 = off
     nce_temperature: float = 0.05  # InfoNCE τ
     nce_doc_grad: bool = False  # back-propagate the InfoNCE term through the documents too (GPU); False: query side only
     negatives_per_query: int = 1  # mined hard negatives per query in the InfoNCE term (and refreshed as "used")

@@ -1,12 +1,19 @@
 """Stage 1: supervised fine-tuning with the composite loss (one readable loop, nanoGPT style).
 
-Each optimizer step takes ``batch_size`` training rows (query, positive, hard negatives, optional trace):
-  * query side, with gradient: the reasoning prompt + trace + ``<|embed_token|>`` when the query has a
-    trace (one forward gives the CE/KL logits over the trace and the embedding at the token), else
-    the direct query template;
+Each optimizer step takes ``batch_size`` training rows (query, positive, hard negatives, optional trace), no row
+twice in a batch:
+  * query side, with gradient, in exactly the format inference embeds (``Embedder.query_sequences``): the
+    reasoning prompt + trace + closing suffix through ``<|embed_token|>`` when the query has a kept trace, else
+    the direct query template. Every row has a CE target: the assistant's response through the token (the
+    trace and its closing suffix, or the direct template's ``The embedding is <|embed_token|>``), so the model
+    learns to emit the token; KL to the reference covers only the trace's own tokens (never the token);
+  * traces: the first ``trace_warmup_steps`` steps are direct-only; then the model being trained scores the
+    candidate traces in that format (``traces.score_candidates``), and rows with a kept trace are oversampled
+    ``trace_repeats`` times per epoch;
   * document side: positives and ``negatives_per_query`` hard negatives, with gradient when
     ``doc_grad`` (GPU), otherwise without (the CPU default: documents cost 3x less forward-only);
-  * loss = λ_ce·CE + λ_kl·KL(policy‖reference) + λ_nce·InfoNCE + λ_tri·Triplet (``CompositeLoss``).
+  * loss = λ_ce·CE + λ_kl·KL(policy‖reference) + λ_nce·InfoNCE + λ_tri·Triplet (``CompositeLoss``); InfoNCE
+    ignores in-batch documents that are known positives of a row's query (by document id).
 The reference for KL is the base model: the LoRA model with its adapter disabled, or a frozen copy in
 full fine-tuning (``trainer_setup.load_trainee``, shared with GRPO). Every ``checkpoint_every`` steps the trainable weights, optimizer, scheduler, RNG
 states, step and best dev score are written atomically; rerunning resumes there and, the batch order
@@ -30,7 +37,9 @@ from searchr3.model.padding import pad_batch
 from searchr3.train import common
 from searchr3.train.losses.composite import CompositeLoss
 from searchr3.train.sft_config import SFTConfig
-from searchr3.train.trainer_setup import Trainee, drop_rows_without_negatives, load_trainee, row_documents, with_distractors
+from searchr3.train.traces import best_kept, score_candidates
+from searchr3.train.trainer_setup import (Trainee, drop_rows_without_negatives, infonce_ignore, known_positives, load_trainee,
+                                          row_documents, with_distractors)
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +53,30 @@ def trim_dev(rs: RetrievalSet, max_queries: int, max_docs: int, seed: int) -> Re
 
 
 class SFTBatchBuilder:
-    """Turns training rows into padded tensors (query sequences with CE labels, document sequences)."""
+    """Turns training rows into padded tensors (query sequences with CE labels, document sequences, InfoNCE mask).
 
-    def __init__(self, embedder: Embedder, config: SFTConfig, traces: dict[str, str]):
-        self.e, self.c, self.traces = embedder, config, traces
+    Query sequences come from ``Embedder.query_sequences``: what inference embeds, labelled on the assistant's
+    response through the token (every row). ``kl_labels`` keep only the trace's own tokens (not the closing phrase
+    or the token, which the reference never emits, nor a direct row's fixed response). ``ignore`` masks in-batch
+    documents that are known positives of a row's query (``positives``: query id -> positive ids, every row).
+    """
+
+    def __init__(self, embedder: Embedder, config: SFTConfig, traces: dict[str, str],
+                 positives: dict[str, set[str]] | None = None):
+        self.e, self.c, self.traces, self.positives = embedder, config, traces, positives
 
     def build(self, rows: list[dict]) -> dict:
         e, k = self.e, self.c.negatives_per_query
-        queries = e.query_sequences([r["query"] for r in rows], [self.traces.get(r["query_id"]) for r in rows],
-                                    self.c.max_query_tokens, self.c.max_trace_tokens)
+        traced = [self.traces.get(r["query_id"]) for r in rows]
+        queries = e.query_sequences([r["query"] for r in rows], traced, self.c.max_query_tokens, self.c.max_trace_tokens)
         q_ids, q_mask, q_pos, labels = pad_labelled(queries, e.pad_id, e.device)
-        docs = e.tokenize_documents(row_documents(rows, k, missing="error"), self.c.max_doc_tokens)
-        return {"q": (q_ids, q_mask, q_pos), "labels": labels, "d": pad_batch(docs, e.pad_id, "right", e.device), "k": k,
-                "has_trace": bool((labels != IGNORE_INDEX).any())}
+        kl_labels = labels.clone()
+        for i, (seq, trace) in enumerate(zip(queries, traced)):
+            kl_labels[i, (len(seq.ids) - e.closing_tokens if trace is not None else 0):] = IGNORE_INDEX
+        docs = e.tokenize_documents(row_documents(rows, k), self.c.max_doc_tokens)
+        positives = self.positives if self.positives is not None else known_positives(rows)
+        return {"q": (q_ids, q_mask, q_pos), "labels": labels, "kl_labels": kl_labels,
+                "d": pad_batch(docs, e.pad_id, "right", e.device), "k": k, "ignore": infonce_ignore(rows, k, positives)}
 
 
 Reference = Callable[[], AbstractContextManager[torch.nn.Module]]
@@ -64,22 +84,51 @@ Reference = Callable[[], AbstractContextManager[torch.nn.Module]]
 
 def compute_loss(model, batch: dict, loss_fn: CompositeLoss, embed_id: int, config: SFTConfig,
                  reference: Reference | None = None):
-    """The composite loss of one built batch; ``reference`` (``Trainee.reference``) is needed for the KL term."""
+    """The composite loss of one built batch; ``reference`` (``Trainee.reference``) is needed for the KL term.
+
+    LM logits are computed from the first labelled position on (the prompts need none)."""
     q_ids, q_mask, q_pos = batch["q"]
-    want_logits = batch["has_trace"] and (config.lambda_ce > 0 or config.lambda_kl > 0)
-    hidden, logits = common.hidden_and_logits(model, q_ids, q_mask, q_pos, want_logits)
+    labels, kl_labels = batch["labels"], batch["kl_labels"]
+    want_logits = config.lambda_ce > 0 or config.lambda_kl > 0
+    want_kl = config.lambda_kl > 0 and bool((kl_labels != IGNORE_INDEX).any())
+    hidden, _ = common.hidden_and_logits(model, q_ids, q_mask, q_pos, False)
+    start = common.first_target_position(labels)
+    logits = common.lm_logits(model, hidden[:, start:]) if want_logits else None
     q_vec = common.pool(hidden, q_ids, embed_id)
     d_ids, d_mask, d_pos = batch["d"]
     with torch.set_grad_enabled(config.doc_grad and torch.is_grad_enabled()):
         d_hidden, _ = common.hidden_and_logits(model, d_ids, d_mask, d_pos, False)
         d_vec = common.pool(d_hidden, d_ids, embed_id).view(len(q_ids), 1 + batch["k"], -1)
     ref_logits = None
-    if want_logits and config.lambda_kl > 0:
+    if want_logits and want_kl:
         with torch.no_grad(), reference() as ref:
-            ref_logits = common.hidden_and_logits(ref, q_ids, q_mask, q_pos, True)[1]
-    return loss_fn(logits=logits if want_logits else None, labels=batch["labels"] if want_logits else None,
+            ref_hidden = common.hidden_and_logits(ref, q_ids, q_mask, q_pos, False)[0]
+            ref_logits = common.lm_logits(ref, ref_hidden[:, start:])
+    return loss_fn(logits=logits, labels=labels[:, start:] if want_logits else None,
+                   kl_labels=kl_labels[:, start:] if want_logits else None,
                    reference_logits=ref_logits, queries=q_vec, positives=d_vec[:, 0],
-                   hard_negatives=d_vec[:, 1:] if batch["k"] else None)
+                   hard_negatives=d_vec[:, 1:] if batch["k"] else None, ignore=batch["ignore"])
+
+
+def sft_order(n_rows: int, config: SFTConfig, warmup: int, traced: set[int] | None) -> list[list[int]]:
+    """Row indices of every step: ``warmup`` direct-only steps, then (once the traces are scored) the rest, with
+    each row of ``traced`` appearing ``trace_repeats`` times per epoch. A pure function of its arguments."""
+    order = common.batch_order(n_rows, config.batch_size, warmup, config.seed) if warmup else []
+    if traced is None:
+        return order
+    repeats = [config.trace_repeats if i in traced else 1 for i in range(n_rows)]
+    return order + common.batch_order(n_rows, config.batch_size, config.steps - warmup, config.seed + 1, repeats)
+
+
+def keep_traces(trainee: Trainee, rows: list[dict], candidates: list[dict], config: SFTConfig) -> tuple[dict[str, str], dict]:
+    """Score the candidates with the model being trained (``traces.score_candidates``); the best kept one per query."""
+    trainee.model.eval()
+    with torch.no_grad(), trainee.autocast():
+        scored = score_candidates(trainee.embedder, rows, candidates, config.max_query_tokens, config.max_trace_tokens)
+    trainee.model.train()
+    kept = best_kept(scored)
+    return kept, {"candidates": len(candidates), "scored": len(scored), "kept": sum(r["kept"] for r in scored),
+                  "queries_with_trace": len(kept)}
 
 
 def dev_ndcg(trainee: Trainee, dev: RetrievalSet) -> float:
@@ -94,9 +143,13 @@ def dev_ndcg(trainee: Trainee, dev: RetrievalSet) -> float:
 
 
 def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path, train_rows: list[dict],
-              dev: RetrievalSet | None, out: str | Path, checkpoint_dir: str | Path, traces: dict[str, str] | None = None,
+              dev: RetrievalSet | None, out: str | Path, checkpoint_dir: str | Path, traces: list[dict] | None = None,
               live_dir: str | Path | None = "dvclive/sft", progress: bool = True) -> dict:
-    """Run (or resume) SFT; export the best model to ``out``; return the summary metrics."""
+    """Run (or resume) SFT; export the best model to ``out``; return the summary metrics.
+
+    ``traces``: candidate records (``query_id``, ``trace``) of the traces stage. The first ``trace_warmup_steps``
+    steps train on direct rows only; then the model being trained scores the candidates in the training format
+    and the rows with a kept trace train as reasoning rows, ``trace_repeats`` times per epoch."""
     if config.mode not in ("lora", "full"):
         raise ValueError(f"sft.mode must be lora or full, not {config.mode!r}")
     train_rows = drop_rows_without_negatives(train_rows, config.negatives_per_query)
@@ -106,16 +159,25 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
     trainee = load_trainee(base_dir, model_config, config, max_doc_tokens=config.max_doc_tokens)
     model, embed_id = trainee.model, trainee.embed_id
     model.train()
-    builder = SFTBatchBuilder(trainee.embedder, config, traces or {})
+    candidates = traces or []
+    warmup = min(config.trace_warmup_steps, config.steps) if candidates else 0
+    positives = known_positives(train_rows)
+    builder = SFTBatchBuilder(trainee.embedder, config, {}, positives)
     loss_fn = CompositeLoss(config.lambda_ce, config.lambda_kl, config.lambda_nce, config.lambda_tri,
                             temperature=config.temperature, in_batch_negatives=config.in_batch_negatives, margin=config.margin)
-    order = common.batch_order(len(train_rows), config.batch_size, config.steps, config.seed)
 
-    fingerprint = common.fingerprint(config, trainee.embedder.checksum, train_rows, traces)
-    state = {"step": 0, "best": None, "best_step": None, "best_weights": None, "history": [], "fingerprint": fingerprint}
+    fingerprint = common.fingerprint(config, trainee.embedder.checksum, train_rows, candidates)
+    state = {"step": 0, "best": None, "best_step": None, "best_weights": None, "history": [], "fingerprint": fingerprint,
+             "traces": None if candidates else {}, "trace_scoring": None}
     ckpt = trainee.restore(checkpoint_dir, fingerprint)
     if ckpt is not None:
         state = ckpt["state"]
+
+    def set_traces(kept: dict[str, str]) -> list[list[int]]:
+        builder.traces = kept
+        return sft_order(len(train_rows), config, warmup, {i for i, r in enumerate(train_rows) if r["query_id"] in kept})
+
+    order = sft_order(len(train_rows), config, warmup, None) if state["traces"] is None else set_traces(state["traces"])
     live = common.open_live(live_dir, resume=ckpt is not None)
     dev_trim = trim_dev(dev, config.dev_max_queries, config.dev_max_docs, config.seed) if dev else None
     if dev_trim is not None and state["step"] == 0 and "base_dev_ndcg@10" not in state:
@@ -124,6 +186,10 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
     bar = common.progress_bar(config.steps, state["step"], progress, "sft")
     micro = max(1, config.batch_size // max(1, config.grad_accum))
     for step in range(state["step"], config.steps):
+        if state["traces"] is None and step == warmup:  # the warm-up is over: the model being trained picks the traces
+            state["traces"], state["trace_scoring"] = keep_traces(trainee, train_rows, candidates, config)
+            state["trace_scoring"]["at_step"] = step
+            order = set_traces(state["traces"])
         rows = [train_rows[i] for i in order[step]]
         totals: dict[str, float] = {}
         chunks = [rows[i:i + micro] for i in range(0, len(rows), micro)]
@@ -156,7 +222,8 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
         common.load_trainable_state(model, state["best_weights"])
     summary = {"steps": config.steps, "mode": config.mode, "best_step": state["best_step"] or config.steps,
                "dev_ndcg@10": state["best"], "base_dev_ndcg@10": state.get("base_dev_ndcg@10"),
-               "traces_used": len(traces or {}), "train_rows": len(train_rows), "wall_s": round(time.time() - started, 1),
+               "traces_used": len(state["traces"] or {}), "trace_scoring": state["trace_scoring"],
+               "train_rows": len(train_rows), "wall_s": round(time.time() - started, 1),
                "final_loss": state["history"][-1].get("loss/total") if state["history"] else None}
     manifest = {"stage": "sft", "base": str(base_dir), "embed_token_id": embed_id, "sft": summary}
     trainee.export(out, manifest)

@@ -34,6 +34,9 @@ class SFTConfig:
     trace_queries: int = 64  # self: how many training queries get sampled traces
     trace_samples: int = 2  # self: traces sampled per query (rejection sampling keeps the helpful ones)
     trace_temperature: float = 0.7
+    trace_warmup_steps: int = 8  # direct-only steps before the candidate traces are scored by the model being trained
+    #                              (in the exact training format); the kept ones then join the rows
+    trace_repeats: int = 4  # each row with a kept trace appears this many times per epoch (oversampled); 1 = once
     precision: str = "auto"  # bf16 autocast: auto | bf16 | fp32
     gradient_checkpointing: bool = False
     eval_every: int = 24  # dev nDCG@10 every N steps (and at the end); best checkpoint is exported

@@ -2,12 +2,13 @@
 
 A small model has no teacher, so the source is a parameter (``sft.traces``):
   ``self``  the reference (base) model samples ``trace_samples`` traces per training query at
-            ``trace_temperature``; a trace is kept when the query embedded *after* it separates the
-            positive from its hard negatives by a wider margin than the query embedded directly
-            (rejection sampling; every candidate is recorded with both scores);
+            ``trace_temperature`` (the candidates; the base's own margins are recorded for reference);
   ``file``  a JSONL of ``{"query_id", "trace"}`` from any stronger teacher (e.g. a large model on a GPU);
   ``none``  no traces: contrastive terms only.
-The output is a JSONL file (one line per candidate, ``kept`` marks the ones used), made once and reused.
+The output is a JSONL file (one line per candidate), made once and reused. Which candidates SFT trains on is
+decided inside SFT (``score_candidates``), by the model being trained after a direct-only warm-up, in the exact
+training format: a trace is kept when the query embedded with it separates the positive from its hard
+negatives by a wider margin than the query embedded directly (rejection sampling).
 """
 from __future__ import annotations
 
@@ -60,6 +61,37 @@ def sample_self_traces(embedder, rows: list[dict], n_queries: int, n_samples: in
     return records
 
 
+def score_candidates(embedder, rows: list[dict], records: list[dict], max_query_tokens: int, max_trace_tokens: int,
+                     negatives: int = 3) -> list[dict]:
+    """Rejection-score candidate traces with ``embedder`` (the model being trained) in the exact training format.
+
+    Each candidate's query is embedded as ``Embedder.query_sequences`` builds it for training (reasoning prompt +
+    trace + closing suffix through the token, which is also what inference embeds) and directly; the candidate is
+    kept when its margin (``margin``: positive minus the hardest of the first ``negatives`` mined negatives) beats
+    the direct query's. Returns the records with ``score``, ``baseline`` and ``kept`` replaced (``scored_by``:
+    ``trainee``); candidates of queries not in ``rows`` or without a negative are dropped.
+    """
+    by_id = {r["query_id"]: r for r in rows if r["negatives"]}
+    todo = [rec for rec in records if rec["query_id"] in by_id and rec["trace"].strip()]
+    if not todo:
+        return []
+    queries = sorted({rec["query_id"] for rec in todo})
+    texts = sorted({by_id[q]["positive"] for q in queries} | {n for q in queries for n in by_id[q]["negatives"][:negatives]})
+    doc_vec = dict(zip(texts, embedder.encode_documents(texts)))
+    direct = dict(zip(queries, embedder.encode_ids(embedder.tokenize_queries([by_id[q]["query"] for q in queries],
+                                                                            max_query_tokens))))
+    seqs = embedder.query_sequences([by_id[rec["query_id"]]["query"] for rec in todo], [rec["trace"] for rec in todo],
+                                    max_query_tokens, max_trace_tokens)
+    vectors = embedder.encode_ids([s.ids for s in seqs])
+    out = []
+    for rec, vec in zip(todo, vectors):
+        row = by_id[rec["query_id"]]
+        pos, negs = doc_vec[row["positive"]], np.stack([doc_vec[n] for n in row["negatives"][:negatives]])
+        base, score = margin(direct[rec["query_id"]], pos, negs), margin(vec, pos, negs)
+        out.append(dict(rec, score=round(score, 6), baseline=round(base, 6), kept=score > base, scored_by="trainee"))
+    return out
+
+
 def collect_traces(config, model_config, base_dir: str | Path, data_dir: str | Path,
                    progress: bool = True) -> list[dict]:
     """Every candidate trace of ``config.traces`` (``SFTConfig``): sampled by the base model, read from a file,
@@ -106,6 +138,14 @@ def read_traces(path: str | Path) -> list[dict]:
                 raise DataError(path, line, "missing_field", f"{key!r} must be a string")
         records.append(record)
     return records
+
+
+def candidate_traces(path: str | Path, source: str) -> list[dict]:
+    """Every candidate of the traces stage's output (SFT scores them itself); [] when ``source`` is ``none`` or the file is empty."""
+    p = Path(path)
+    if source == "none" or not p.exists() or p.stat().st_size == 0:
+        return []
+    return read_traces(p)
 
 
 def kept_traces(path: str | Path, source: str) -> dict[str, str]:

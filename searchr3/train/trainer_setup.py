@@ -4,7 +4,8 @@
   (``mode: full``), keep the frozen reference (the adapter disabled, or a frozen copy), AdamW + the
   warm-up/decay schedule; the ``Trainee`` it returns also checkpoints, restores and exports itself.
 - ``with_distractors``: the documents a run needs plus seeded distractors (SFT's dev corpus, GRPO's live index).
-- ``row_documents`` / ``drop_rows_without_negatives``: a row's positive and exactly ``k`` negatives.
+- ``row_documents`` / ``drop_rows_without_negatives``: a row's positive and exactly ``k`` negatives (both stages
+  drop rows without a negative); ``infonce_ignore``: the batch's documents that are known positives of a row's query.
 
 ``config`` is an ``SFTConfig`` or a ``GRPOConfig``; both have the fields read here (``seed``, ``mode``, ``lora``,
 ``gradient_checkpointing``, ``precision``, ``lr``, ``weight_decay``, ``warmup_steps``, ``steps``).
@@ -28,7 +29,6 @@ from searchr3.train import common
 from searchr3.train.lora import wrap_lora
 
 log = logging.getLogger(__name__)
-MISSING_NEGATIVES = ("error", "positive")
 
 
 @dataclass
@@ -137,23 +137,46 @@ def drop_rows_without_negatives(rows: list[dict], k: int) -> list[dict]:
     return usable
 
 
-def row_documents(rows: list[dict], k: int, missing: str = "error") -> list[str]:
+def row_documents(rows: list[dict], k: int) -> list[str]:
     """Texts to embed, ``1 + k`` per row: the positive, then its first ``k`` negatives, the last one repeated if fewer.
 
-    ``missing`` says what fills a row that has no negative at all when ``k > 0``: ``"error"`` (SFT, which drops
-    such rows first) or ``"positive"`` (GRPO's InfoNCE term: the positive repeated, so the row's hard-negative
-    slots carry no signal).
+    Both stages drop rows without a negative first (``drop_rows_without_negatives``); such a row raises here.
     """
-    if missing not in MISSING_NEGATIVES:
-        raise ValueError(f"missing must be one of {MISSING_NEGATIVES}, not {missing!r}")
+    return _row_columns(rows, k, "positive", "negatives")
+
+
+def row_document_ids(rows: list[dict], k: int) -> list[str]:
+    """The ids of ``row_documents``, in the same layout (a row without ids names its documents by their text)."""
+    keyed = [r if "positive_id" in r and "negative_ids" in r else dict(r, positive_id=r["positive"], negative_ids=r["negatives"])
+             for r in rows]
+    return _row_columns(keyed, k, "positive_id", "negative_ids")
+
+
+def known_positives(rows: list[dict]) -> dict[str, set[str]]:
+    """query id -> the ids of every document some training row gives that query as its positive."""
+    out: dict[str, set[str]] = {}
+    for r in rows:
+        out.setdefault(r.get("query_id", r["query"]), set()).add(r.get("positive_id", r["positive"]))
+    return out
+
+
+def infonce_ignore(rows: list[dict], k: int, positives: dict[str, set[str]]):
+    """InfoNCE's ``ignore`` mask for these rows: documents of the batch (``row_document_ids`` layout, positives first)
+    that are known positives of a row's query."""
+    from searchr3.train.losses.infonce import known_positive_mask
+
+    ids = row_document_ids(rows, k)
+    columns = ids[:: 1 + k] + [d for i in range(len(rows)) for d in ids[i * (1 + k) + 1:(i + 1) * (1 + k)]]
+    return known_positive_mask([positives.get(r.get("query_id", r["query"]), set()) for r in rows], columns)
+
+
+def _row_columns(rows: list[dict], k: int, positive: str, negatives: str) -> list[str]:
     docs = []
     for n, row in enumerate(rows):
-        negs = list(row["negatives"][:k])
+        negs = list(row[negatives][:k])
         if k and not negs:
-            if missing == "error":
-                raise ValueError(f"row {n} ({row.get('query_id', '?')}) has no negative to fill {k} slot(s)")
-            negs = [row["positive"]]
+            raise ValueError(f"row {n} ({row.get('query_id', '?')}) has no negative to fill {k} slot(s)")
         if len(negs) < k:
             negs += [negs[-1]] * (k - len(negs))
-        docs += [row["positive"]] + negs
+        docs += [row[positive]] + negs
     return docs

@@ -59,6 +59,8 @@ class CompositeLoss(nn.Module):
         | queries          | (B', d)     | query embeddings                         |
         | positives        | (B', d)     | positive document embeddings             |
         | hard_negatives   | (B', k, d)  | mined negative document embeddings       |
+        | kl_labels        | (B, T)      | tokens the KL term covers (default labels)|
+        | ignore           | (B', B'+B'k)| InfoNCE: documents that are not negatives|
         +------------------+-------------+------------------------------------------+
         Returns :class:`CompositeOutput` ``(total, components, skipped)``.
 
@@ -113,13 +115,16 @@ class CompositeLoss(nn.Module):
         queries: Tensor | None = None,
         positives: Tensor | None = None,
         hard_negatives: Tensor | None = None,
+        kl_labels: Tensor | None = None,
+        ignore: Tensor | None = None,
     ) -> CompositeOutput:
+        kl_labels = labels if kl_labels is None else kl_labels
         values: dict[str, Tensor] = {}
         skipped: dict[str, str] = {}
         reasons = {
             "ce": _missing(logits=logits, labels=labels) or _no_supervised_tokens(labels),
-            "kl": _missing(logits=logits, labels=labels, reference_logits=reference_logits)
-            or _no_supervised_tokens(labels),
+            "kl": _missing(logits=logits, labels=kl_labels, reference_logits=reference_logits)
+            or _no_supervised_tokens(kl_labels),
             "infonce": _missing(queries=queries, positives=positives)
             or _no_infonce_negatives(queries, hard_negatives, self.infonce.in_batch_negatives),
             "triplet": _missing(queries=queries, positives=positives, hard_negatives=hard_negatives)
@@ -133,9 +138,9 @@ class CompositeLoss(nn.Module):
         if "ce" not in skipped:
             values["ce"] = reasoning_ce.compute_loss_from_logits(logits, labels)
         if "kl" not in skipped:
-            values["kl"] = reference_kl.compute_loss_from_logits(logits, reference_logits, labels)
+            values["kl"] = reference_kl.compute_loss_from_logits(logits, reference_logits, kl_labels)
         if "infonce" not in skipped:
-            values["infonce"] = self.infonce(queries, positives, hard_negatives)
+            values["infonce"] = self.infonce(queries, positives, hard_negatives, ignore)
         if "triplet" not in skipped:
             values["triplet"] = self.triplet(queries, positives, hard_negatives)
         if not values:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,14 +16,17 @@ def compute_loss_from_embeddings(
     *,
     temperature: float = 0.05,
     in_batch_negatives: bool = True,
+    ignore: Tensor | None = None,
 ) -> Tensor:
     """Mean InfoNCE loss over the batch (a scalar tensor).
 
-    Row ``i`` scores its candidates by ``cos(q_i, c) / temperature`` in this order:
-    ``[p_i, hard_negatives[i, 0..k-1]]`` and, when ``in_batch_negatives`` is on, then every
-    other row's positive ``p_j`` (j != i) and every other row's hard negatives. The loss of the
-    row is the cross-entropy with the positive at index 0, i.e.
-    ``-s(q_i, p_i) / τ + logsumexp_c s(q_i, c) / τ``. Inputs are L2-normalised here.
+    The batch's documents are laid out as ``[p_0 .. p_{B-1}, n_{0,0} .. n_{0,k-1}, n_{1,0} ..]`` (positives, then
+    each row's hard negatives). Row ``i`` scores by ``cos(q_i, c) / temperature`` its positive ``p_i``, its own hard
+    negatives and, when ``in_batch_negatives`` is on, every other document of the batch; the row's loss is the
+    cross-entropy with ``p_i`` as the class, i.e. ``-s(q_i, p_i) / τ + logsumexp_c s(q_i, c) / τ``.
+    ``ignore`` (B, B + B·k), optional: True where a document must not count as a negative of that row (a known
+    positive of the row's query: ``known_positive_mask``); the row's own positive is never ignored.
+    Inputs are L2-normalised here.
 
     Raises ``ValueError`` when a row would have no negative at all (no hard negatives and
     either in-batch negatives off or a batch of one): its loss would be identically zero.
@@ -38,29 +42,36 @@ def compute_loss_from_embeddings(
         )
 
     q = F.normalize(queries, dim=-1)
-    p = F.normalize(positives, dim=-1)
-    positive_scores = (q * p).sum(-1, keepdim=True)  # (B, 1)
-    columns = [positive_scores]
-
+    documents = F.normalize(positives, dim=-1)
     if num_hard:
-        n = F.normalize(hard_negatives, dim=-1)  # (B, k, d)
-        columns.append(torch.einsum("bd,bkd->bk", q, n))  # own hard negatives, (B, k)
-
-    if in_batch_negatives and batch > 1:
-        # Score every query against every document in the batch, then drop the columns that
-        # already appear above (the row's own positive and own hard negatives).
-        documents = p if not num_hard else torch.cat([p, n.reshape(-1, n.shape[-1])], dim=0)
-        all_scores = q @ documents.T  # (B, B + B*k)
-        own = torch.zeros_like(all_scores, dtype=torch.bool)
-        rows = torch.arange(batch, device=q.device)
-        own[rows, rows] = True
+        documents = torch.cat([documents, F.normalize(hard_negatives, dim=-1).reshape(-1, q.shape[-1])], dim=0)
+    scores = q @ documents.T  # (B, B + B*k)
+    rows = torch.arange(batch, device=q.device)
+    drop = torch.zeros_like(scores, dtype=torch.bool)
+    if not in_batch_negatives:
+        drop[:] = True
+        drop[rows, rows] = False
         for j in range(num_hard):
-            own[rows, batch + rows * num_hard + j] = True
-        columns.append(all_scores[~own].reshape(batch, -1))
+            drop[rows, batch + rows * num_hard + j] = False
+    if ignore is not None:
+        if ignore.shape != scores.shape:
+            raise ValueError(f"ignore must have shape (B, B + B*k) = {tuple(scores.shape)}, got {tuple(ignore.shape)}")
+        drop = drop | ignore.to(device=q.device, dtype=torch.bool)
+        drop[rows, rows] = False
+    logits = scores.masked_fill(drop, float("-inf")) / temperature
+    return F.cross_entropy(logits, rows)
 
-    logits = torch.cat(columns, dim=1) / temperature
-    target = torch.zeros(batch, dtype=torch.long, device=logits.device)
-    return F.cross_entropy(logits, target)
+
+def known_positive_mask(positive_ids: Sequence[Iterable[Hashable]], column_ids: Sequence[Hashable]) -> Tensor:
+    """``ignore`` for :func:`compute_loss_from_embeddings`: ``[i, c]`` True where document ``column_ids[c]`` is a known
+    positive of row ``i``'s query (``positive_ids[i]``: every relevant document id of that query), except row ``i``'s
+    own positive column ``c = i``. A query sharing its positive with another row, or a document that is one row's
+    positive and another's negative, is then never pushed away from a query it is relevant to."""
+    known = [set(p) for p in positive_ids]
+    mask = torch.tensor([[c in ids for c in column_ids] for ids in known], dtype=torch.bool).reshape(len(known), len(column_ids))
+    idx = torch.arange(min(len(known), len(column_ids)))
+    mask[idx, idx] = False
+    return mask
 
 
 class InfoNCELoss(nn.Module):
@@ -80,7 +91,8 @@ class InfoNCELoss(nn.Module):
     Requirements:
         1. Row ``i`` of ``positives`` is relevant to row ``i`` of ``queries``.
         2. Hard negatives of row ``i`` are not relevant to query ``i`` (filter false negatives
-           upstream). With in-batch negatives on, no two rows may share a relevant document.
+           upstream). Documents of the batch relevant to row ``i``'s query other than its positive (another row
+           with the same positive) are passed in ``ignore`` (``known_positive_mask``), else they count as negatives.
         3. At least one negative per row: hard negatives, or in-batch negatives with B >= 2.
         4. Embeddings need not be normalised; they are L2-normalised inside.
 
@@ -91,6 +103,7 @@ class InfoNCELoss(nn.Module):
         | queries        | (B, d)      | query embeddings                         |
         | positives      | (B, d)      | the positive document of each query      |
         | hard_negatives | (B, k, d)   | optional; k mined negatives per query    |
+        | ignore         | (B, B+B*k)  | optional; True = not a negative of row i |
         +----------------+-------------+------------------------------------------+
         Returns a scalar tensor (mean over the B rows).
 
@@ -121,13 +134,15 @@ class InfoNCELoss(nn.Module):
         self.temperature = float(temperature)
         self.in_batch_negatives = in_batch_negatives
 
-    def forward(self, queries: Tensor, positives: Tensor, hard_negatives: Tensor | None = None) -> Tensor:
+    def forward(self, queries: Tensor, positives: Tensor, hard_negatives: Tensor | None = None,
+                ignore: Tensor | None = None) -> Tensor:
         return compute_loss_from_embeddings(
             queries,
             positives,
             hard_negatives,
             temperature=self.temperature,
             in_batch_negatives=self.in_batch_negatives,
+            ignore=ignore,
         )
 
     def extra_repr(self) -> str:
