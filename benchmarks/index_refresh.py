@@ -12,6 +12,15 @@ rl stage's run: its per-step rewards are compared with the stage's dvclive log w
     python benchmarks/index_refresh.py --rl                     # the repo's rl stage (params.yaml profile)
     python benchmarks/index_refresh.py --rl --profile scifact --measure-every 4
 
+--drift (the drift regime, real model): SFT steps with document-side gradient at a high learning rate move the
+document vectors; four copies of the index are kept: selective (before step s scores, the documents of
+order[s] and their graph neighbours, within a budget, plus a rotating slice), random (as many stale
+documents, drawn at random), full (everything) and none (version 0). Top-10 fidelity on held-out probe
+queries; the last line is `ratio: R selective: S none: N` (R = selective cost / full cost, S and N the
+fidelities at the last step).
+
+    python benchmarks/index_refresh.py --drift --quick        # models/sft (else models/base) on data/, a few minutes
+
 Without --rl (synthetic):
 
 What is simulated: the document encoder (the RL policy) drifts each step. The drift model is a
@@ -268,6 +277,164 @@ def report_rl(rows: list[dict], logged: dict[int, float], json_out: str | None) 
     return 0
 
 
+# ---- --drift: a real training run whose documents drift, the arms side by side -------------------
+
+class DriftRun:
+    """The live index during SFT with document-side gradient (the drift regime): real training steps of
+    ``searchr3.train.sft`` (``compute_loss`` with ``doc_grad``) at a learning rate high enough that document
+    vectors move, and four copies of the index refreshed four ways after every step."""
+
+    ARMS = ("selective", "random", "full", "none")
+
+    def __init__(self, args):
+        from searchr3.data.build import load_train_with_corpus
+        from searchr3.model.config import ModelConfig
+        from searchr3.train.common import batch_order
+        from searchr3.train.grpo import select_corpus
+        from searchr3.train.sft import SFTBatchBuilder
+        from searchr3.train.sft_config import SFTConfig
+        from searchr3.train.trainer_setup import drop_rows_without_negatives, known_positives, load_trainee
+
+        quick = args.quick
+        self.steps = args.steps or (8 if quick else 24)
+        batch = args.batch if args.batch != 16 else 8
+        rows, corpus = load_train_with_corpus(args.data)
+        rows = drop_rows_without_negatives([dict(r) for r in rows], 1)
+        self.order = batch_order(len(rows), batch, self.steps + 1, args.seed)
+        trained = {i for b in self.order for i in b}
+        held_out = [i for i in range(len(rows)) if i not in trained]
+        probe_rows = sorted(random.Random(args.seed).sample(held_out, min(args.probe, len(held_out))))
+        if not probe_rows:
+            sys.exit("no held-out rows for probe queries")
+        used = [rows[i] for b in self.order for i in b] + [rows[i] for i in probe_rows]
+        n_docs = args.docs or (200 if quick else 1000)
+        self.texts = select_corpus(used, corpus, n_docs, args.seed)
+        self.rows, self.probe = rows, [rows[i]["query"] for i in probe_rows]
+        self.cfg = SFTConfig(mode="lora", lr=args.lr, warmup_steps=0, steps=self.steps, batch_size=batch, doc_grad=True,
+                             negatives_per_query=1, lambda_ce=0.1, lambda_kl=0.0, precision="fp32", seed=args.seed,
+                             max_doc_tokens=args.doc_tokens)
+        self.trainee = load_trainee(args.model, ModelConfig(precision="fp32"), self.cfg, max_doc_tokens=args.doc_tokens)
+        self.builder = SFTBatchBuilder(self.trainee.embedder, self.cfg, {}, known_positives(rows))
+        budget = args.budget if args.budget is not None else max(1, len(self.texts) // 14)
+        full_every = 50 if args.full_every is None else args.full_every
+        self.refresh_cfg = RefreshConfig(budget_per_step=budget, graph_k=8, neighbours_per_doc=2,
+                                         full_refresh_every=full_every, probe_every=0, probe_size=len(self.probe),
+                                         topk_stale=10)
+        self.rng = random.Random(args.seed + 1)
+
+    def encode_docs(self, texts: list[str]) -> np.ndarray:
+        return self.trainee.encode_documents(texts, batch_size=64)
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self.trainee.encode_queries(texts, batch_size=64)
+
+    def train_step(self, step: int) -> float:
+        from searchr3.train.losses.composite import CompositeLoss
+        from searchr3.train.sft import compute_loss
+
+        t, model, c = self.trainee, self.trainee.model, self.cfg
+        loss_fn = CompositeLoss(c.lambda_ce, 0.0, c.lambda_nce, c.lambda_tri, temperature=c.temperature, margin=c.margin)
+        model.train()
+        result = compute_loss(model, self.builder.build([self.rows[i] for i in self.order[step]]), loss_fn,
+                              t.embed_id, c, t.reference)
+        result.total.backward()
+        t.optimizer_step(c.max_grad_norm)
+        return float(result.total.detach())
+
+    def run(self) -> dict:
+        from searchr3.train.grpo import used_doc_ids
+
+        ids, texts = list(self.texts), list(self.texts.values())
+        counter = {arm: 0 for arm in self.ARMS}
+        arms = {}
+        t = time.perf_counter()
+        start = self.encode_docs(texts)
+        build_s = time.perf_counter() - t
+        for arm in self.ARMS:
+            arms[arm] = DocumentIndex(kind="flat", encode_batch=64)
+            arms[arm].build_from_vectors(ids, start, version=0, texts=dict(zip(ids, texts)))
+        policy = RefreshPolicy(arms["selective"], self.refresh_cfg)
+        print(f"{len(ids)} documents encoded once at version 0 in {build_s:.1f}s ({build_s / len(ids) * 1000:.0f} ms/doc)\n")
+        header = (f"{'step':>4} {'loss':>6} | {'sel docs':>8} {'sel fid':>7} {'next fid':>8} | {'rand docs':>9} {'rand fid':>8} | "
+                  f"{'full docs':>9} {'full s':>6} | {'none fid':>8} {'none next':>9}")
+        print(header + "\n" + "-" * len(header), flush=True)
+        rows = []
+        for step in range(self.steps):
+            loss = self.train_step(step)  # the policy is now version step + 1
+            version = step + 1
+            upcoming = [self.rows[i] for i in self.order[step + 1]]
+            next_q = self.encode_queries([r["query"] for r in upcoming])
+            _, topk = arms["selective"].search(next_q, self.refresh_cfg.topk_stale)
+            used = list(dict.fromkeys(d for r in upcoming for d in used_doc_ids(r, 1) if d in arms["selective"].int_of))
+
+            def counting(arm):
+                def encode(batch):
+                    counter[arm] += len(batch)
+                    return self.encode_docs(batch)
+                return encode
+
+            before = counter["selective"]
+            stats = policy.step(step, counting("selective"), used, topk, version)
+            sel_docs = counter["selective"] - before
+            stale = [d for d, v in zip(arms["random"].doc_ids, arms["random"].versions) if v < version]
+            refresh(arms["random"], self.rng.sample(stale, min(sel_docs, len(stale))), counting("random"), version)
+            t = time.perf_counter()
+            before = counter["full"]
+            refresh(arms["full"], ids, counting("full"), version)
+            full_s, full_docs = time.perf_counter() - t, counter["full"] - before
+            fresh = arms["full"].vectors(ids)
+            probe = self.encode_queries(self.probe)
+            fid = {arm: fidelity(arms[arm], fresh, probe, k=10) for arm in self.ARMS}
+            nxt = {arm: fidelity(arms[arm], fresh, next_q, k=10) for arm in ("selective", "none")}
+            row = {"step": version, "loss": loss, "sel_docs": sel_docs, "rand_docs": counter["random"] - sum(
+                r["rand_docs"] for r in rows), "full_docs": full_docs, "full_s": full_s,
+                "lag_mean": stats["staleness_mean"]} | {f"{a}_fid": fid[a] for a in self.ARMS} | {
+                "sel_next_fid": nxt["selective"], "none_next_fid": nxt["none"]}
+            rows.append(row)
+            print(f"{version:>4} {loss:>6.3f} | {sel_docs:>8} {fid['selective']:>7.3f} {nxt['selective']:>8.3f} | "
+                  f"{row['rand_docs']:>9} {fid['random']:>8.3f} | {full_docs:>9} {full_s:>6.1f} | {fid['none']:>8.3f} "
+                  f"{nxt['none']:>9.3f}", flush=True)
+        return {"rows": rows, "docs": len(ids)}
+
+
+def run_drift(args) -> int:
+    """--drift: the drift regime on a real model (see ``DriftRun``); prints the arms side by side, then the ratio line."""
+    if args.model is None:
+        args.model = "models/sft" if Path("models/sft").exists() else "models/base"
+    for path in (args.model, args.data):
+        if not Path(path).exists():
+            sys.exit(f"{path} not found: run the base_model and data stages (and sft) first")
+    run = DriftRun(args)
+    r = run.refresh_cfg
+    print(f"drift regime: the live index during SFT with document-side gradient (doc_grad) at lr {args.lr}, "
+          f"LoRA, start {args.model}; {run.steps} steps x {run.cfg.batch_size} rows of {args.data}; "
+          f"documents cut at {args.doc_tokens} tokens; 2 CPU cores, fp32")
+    print(f"selective: before step s scores, the positives and negatives of step s's rows (known from batch_order), their "
+          f"graph neighbours (neighbours_per_doc={r.neighbours_per_doc}) and stale docs in those queries' top-"
+          f"{r.topk_stale}, at most {r.budget_per_step}/step, + a rotating slice (T={r.full_refresh_every})")
+    print(f"random: the same number of stale documents per step, drawn at random; full: every document; none: version 0")
+    print(f"fidelity: top-10 overlap with the fresh index on {len(run.probe)} held-out probe queries (no step trains on "
+          "them); next fid: the same for the queries the next step scores")
+    print("command: python benchmarks/index_refresh.py " + " ".join(sys.argv[1:]))
+    out = run.run()
+    rows = out["rows"]
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in ("selective_fid", "random_fid", "full_fid", "none_fid",
+                                                              "sel_next_fid", "none_next_fid")}
+    last = rows[-1]
+    sel, full = sum(r["sel_docs"] for r in rows), sum(r["full_docs"] for r in rows)
+    print()
+    print(f"mean top-10 fidelity over {len(rows)} steps (held-out probes): selective {mean['selective_fid']:.3f}  "
+          f"random {mean['random_fid']:.3f}  full {mean['full_fid']:.3f}  none {mean['none_fid']:.3f}")
+    print(f"at the last step: selective {last['selective_fid']:.3f}  random {last['random_fid']:.3f}  "
+          f"none {last['none_fid']:.3f}")
+    print(f"next step's queries (what the reward reads): selective {mean['sel_next_fid']:.3f}  none {mean['none_next_fid']:.3f}")
+    print(f"documents encoded: selective {sel}  random {sum(r['rand_docs'] for r in rows)}  full {full}")
+    if args.json:
+        write_json_atomic(args.json, {"steps": rows, "mean": mean, "ratio": sel / full})
+    print(f"ratio: {sel / full:.2f} selective: {last['selective_fid']:.3f} none: {last['none_fid']:.3f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small corpus and few steps (about a minute on 2 CPU cores)")
@@ -292,9 +459,15 @@ def main(argv: list[str] | None = None) -> int:
     rl.add_argument("--probe", type=int, default=64, help="held-out probe queries for fidelity")
     rl.add_argument("--logged", default="dvclive/rl", help="the rl stage's DVCLive folder (rewards compared)")
     rl.add_argument("--json", help="also write the per-step rows as JSON here")
+    dr = ap.add_argument_group("--drift: the live index during SFT with document-side gradient (real model)")
+    dr.add_argument("--drift", action="store_true", help="real training steps drift the documents; arms side by side")
+    dr.add_argument("--lr", type=float, default=1e-3, help="--drift: learning rate (high, so documents move)")
+    dr.add_argument("--doc-tokens", type=int, default=128, help="--drift: document length cap")
     args = ap.parse_args(argv)
     if args.rl:
         return run_rl(args)
+    if args.drift:
+        return run_drift(args)
 
     steps = args.steps or (12 if args.quick else 40)
     if args.model:

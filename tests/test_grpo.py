@@ -28,7 +28,7 @@ from searchr3.train.losses.reasoning_ce import IGNORE_INDEX, token_logprobs
 from searchr3.train.trainer_setup import load_trainee, row_documents
 
 STEP_METRICS = {"reward/mean", "reward/std", "reward/share_ge_half", "emitted", "groups/active", "kl", "trace_tokens",
-                "loss/policy", "loss/kl_penalty", "loss/nce", "clip_fraction", "lr", "grad_norm", "refresh/size",
+                "loss/policy", "loss/kl_penalty", "loss/nce", "loss/trace_nce", "clip_fraction", "lr", "grad_norm", "refresh/size",
                 "refresh/used", "refresh/neighbours", "refresh/topk_stale", "refresh/rotation", "index/staleness_mean",
                 "index/staleness_max", "time/rollout_s", "time/score_s", "time/reward_s",
                 "time/update_s", "time/refresh_s", "time/step_s"}
@@ -267,3 +267,38 @@ def test_on_step_hook_sees_every_step_and_leaves_the_run_unchanged(tiny_model_di
     assert seen == [(0, True, False, 3, 2), (1, False, True, 3, 2), (2, False, True, 3, 2)]
     hooked, plain = weights(tmp_path / "hooked"), weights(tmp_path / "plain")
     assert all(torch.equal(hooked[k], plain[k]) for k in plain)
+
+
+def test_trace_infonce_moves_the_reasoning_embedding(tiny_model_dir, tmp_path, grpo_toy):
+    # no policy signal (w_rank = w_format = 0: every group's rewards are equal) and no direct InfoNCE: only the
+    # InfoNCE term on the sampled traces' embeddings can change the weights
+    cfg = grpo_toy.config(steps=1, checkpoint_every=1, w_rank=0.0, w_format=0.0, lambda_nce=0.0, lambda_trace_nce=1.0,
+                          mode="full")
+    run(grpo_toy, tiny_model_dir, tmp_path, "on", cfg)
+    history = common.load_checkpoint(tmp_path / "ckpt-on")["state"]["history"]
+    assert history[0]["groups/active"] == 0.0 and history[0]["loss/trace_nce"] > 0
+    before, after = load_file(str(tiny_model_dir / "model.safetensors")), load_file(str(tmp_path / "on" / "model.safetensors"))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k in after)
+    run(grpo_toy, tiny_model_dir, tmp_path, "off", grpo_toy.config(steps=1, checkpoint_every=1, w_rank=0.0, w_format=0.0,
+                                                                   lambda_nce=0.0, lambda_trace_nce=0.0, mode="full"))
+    off = load_file(str(tmp_path / "off" / "model.safetensors"))
+    assert all(torch.equal(before[k], off[k]) for k in before if k in off)  # the ablation: nothing moves
+
+
+def test_refresh_prefetches_the_documents_the_next_step_scores(tiny_model_dir, tmp_path, grpo_toy):
+    rows, corpus = grpo_toy.toy_data()
+    cfg = grpo_toy.config(steps=3, checkpoint_every=3, queries_per_step=2)
+    order = common.batch_order(len(rows), cfg.queries_per_step, cfg.steps, cfg.seed)
+    versions = {}
+
+    def hook(view):
+        s = view["step"]
+        if 0 < s < cfg.steps:  # after step s's refresh, before step s + 1 (index s of order) scores
+            docs = [d for i in order[s] for d in (rows[i]["positive_id"], rows[i]["negative_ids"][0])]
+            versions[s] = view["index"].version_of(docs).tolist()
+
+    train_grpo(cfg, ModelConfig(max_new_tokens=4), grpo_toy.index_config(budget_per_step=4, full_refresh_every=0,
+                                                                         probe_every=0),
+               tiny_model_dir, rows, corpus, tmp_path / "m", tmp_path / "c", tmp_path / "i", live_dir=None,
+               progress=False, on_step=hook)
+    assert versions == {1: [1, 1, 1, 1], 2: [2, 2, 2, 2]}  # scored by policy s + 1 with vectors of version s + 1

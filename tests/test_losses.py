@@ -71,6 +71,20 @@ def test_infonce_without_in_batch_negatives_uses_only_own_hard_negatives():
     assert value.item() == pytest.approx((row1 + row2) / 2, rel=1e-12)
 
 
+def test_infonce_ignores_a_known_positive_in_batch_hand_computed():
+    # rows 0 and 1 are relevant to the same document (p1 == p0 in content and id): row 0 must not be pushed from p1
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    p = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    ignore = infonce.known_positive_mask([{"d0", "d1"}, {"d1"}], ["d0", "d1"])
+    assert ignore.tolist() == [[False, True], [False, False]]
+    value = infonce.compute_loss_from_embeddings(q, p, temperature=1.0, ignore=ignore)
+    # row 0: only its positive remains -> loss 0; row 1: candidates p1 (0.8, target) and p0 (0.0)
+    row1 = -0.8 + math.log(math.exp(0.8) + math.exp(0.0))
+    assert value.item() == pytest.approx(row1 / 2, abs=1e-6)
+    unmasked = infonce.compute_loss_from_embeddings(q, p, temperature=1.0)
+    assert unmasked.item() > value.item() + 0.1
+
+
 def test_infonce_gradients_reach_queries_positives_and_negatives():
     q, p, n = tensors(Q, P, N, grad=True)
     InfoNCELoss(temperature=0.1)(q, p, n).backward()

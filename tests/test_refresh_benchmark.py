@@ -76,3 +76,27 @@ def test_each_arm_is_the_index_it_claims_to_be(tiny_model_dir, tmp_path, grpo_to
     else:
         assert all(r["sel_docs"] == len(corpus) for r in recorder.rows)
         assert all(r["sel_fid"] == 1.0 for r in measured)
+
+
+def test_drift_mode_runs_the_four_arms_on_real_training_and_ends_with_the_ratio_line(
+        tiny_model_dir, tmp_path, capsys, monkeypatch, grpo_toy):
+    import searchr3.data.build as build
+
+    bench = load_benchmark()
+    rows, corpus = grpo_toy.toy_data(n=16, distractors=24)
+    monkeypatch.setattr(build, "load_train_with_corpus", lambda data_dir: ([dict(r) for r in rows], dict(corpus)))
+    argv = ["--drift", "--model", str(tiny_model_dir), "--data", str(tmp_path), "--steps", "3", "--batch", "2",
+            "--docs", "30", "--probe", "4", "--budget", "3", "--full-every", "0", "--lr", "0.05", "--doc-tokens", "16",
+            "--json", str(tmp_path / "drift.json")]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"ratio: [0-9.]+ selective: [0-9.]+ none: [0-9.]+", out[-1])
+    import json
+    result = json.loads((tmp_path / "drift.json").read_text())
+    steps = result["steps"]
+    assert [s["step"] for s in steps] == [1, 2, 3]
+    for s in steps:
+        assert s["full_fid"] == 1.0 and s["full_docs"] == 30
+        assert 0 < s["sel_docs"] <= 3 and s["rand_docs"] == s["sel_docs"]  # random arm: the same budget
+    assert steps[-1]["none_fid"] < 1.0  # real training moved the documents
+    assert result["ratio"] == sum(s["sel_docs"] for s in steps) / 90

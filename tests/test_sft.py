@@ -171,7 +171,7 @@ def test_gradient_reaches_the_embed_token_row(tiny_model_dir, mode):
 
 def fixed_batch_loss(model_dir, rows):
     e = Embedder.from_pretrained(model_dir, precision="fp32")
-    cfg = config(lambda_kl=0.0)
+    cfg = config(lambda_kl=0.0, lambda_ce=0.1)
     loss = CompositeLoss(cfg.lambda_ce, 0.0, cfg.lambda_nce, cfg.lambda_tri, temperature=cfg.temperature)
     with torch.no_grad():
         return compute_loss(e.model, SFTBatchBuilder(e, cfg, TRACES).build(rows), loss, e.embed_token_id, cfg).total.item()
@@ -179,7 +179,7 @@ def fixed_batch_loss(model_dir, rows):
 
 def test_a_few_steps_lower_the_loss(tiny_model_dir, tmp_path):
     rows = toy_rows(8)
-    train_sft(config(steps=8, batch_size=8, eval_every=100, lr=1e-3, mode="full"), ModelConfig(), tiny_model_dir, rows,
+    train_sft(config(steps=8, batch_size=8, eval_every=100, lr=1e-3, mode="full", lambda_ce=0.1), ModelConfig(), tiny_model_dir, rows,
               None, tmp_path / "out", tmp_path / "ckpt", traces=CANDIDATES, live_dir=tmp_path / "live", progress=False)
     assert fixed_batch_loss(tmp_path / "out", rows) < 0.8 * fixed_batch_loss(tiny_model_dir, rows)
     assert (tmp_path / "live" / "metrics.json").exists()

@@ -2,7 +2,8 @@
 
 Per RL step, ``RefreshPolicy.step`` re-encodes a bounded set of documents with the current policy:
 
-1. the positives and negatives the step just used,
+1. the documents passed as ``used_doc_ids``: GRPO passes the positives and negatives the *next* step will
+   score (its rows are known in advance), so they are fresh when its reward reads them (prefetch),
 2. their neighbours in a document kNN graph (built from the index itself),
 3. stale vectors that appeared in the current queries' top ``topk_stale``,
 

@@ -13,10 +13,13 @@ text gives the same vector alone or packed. Models without packed attention get 
 batches instead; position ids come from the attention mask there, so left or right padding agree too.
 
 Tokenisation is public and is the one format for inference and training: ``tokenize_documents``,
-``tokenize_queries`` and ``tokenize_reasoning_prompts`` give what the encoder embeds;
-``query_sequences`` gives the query side of a training row with its labels (a reasoning query with a
-given trace: prompt + trace + token, labels on trace + token; a direct query: nothing labelled), and
-``Reasoning.sequences`` the generated traces with labels on the generated tokens (what GRPO trains).
+``tokenize_queries`` and ``tokenize_reasoning_prompts`` give what the encoder embeds; ``reasoning_ids``
+builds a reasoning query's sequence (prompt + generated, + the fallback suffix unless the generation ended
+in the token) for inference and training alike; ``query_sequences`` gives the query side of a training row
+with its labels (a reasoning query with a given trace: prompt + trace + fallback suffix, labelled from the
+trace through the token; a direct query: labelled on the template's response, ``The embedding is
+<|embed_token|>``), and ``Reasoning.sequences`` the generated traces labelled on the model's actions (the
+generated tokens and an EOS stop; what GRPO trains).
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ class SFTConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     negatives_per_query: int = 1  # mined hard negatives used per query (<= what the data stage mined)
-    max_query_tokens: int = 48
+    max_query_tokens: int = 64  # = model.max_query_tokens: the cut inference uses
     max_doc_tokens: int = 128
     max_trace_tokens: int = 32
     doc_grad: bool = False  # back-propagate through the document side too (GPU); False: documents encoded without grad (CPU default)
@@ -27,16 +27,16 @@ class SFTConfig:
     margin: float = 0.1  # triplet θ
     lambda_nce: float = 1.0
     lambda_tri: float = 0.1
-    lambda_ce: float = 0.1
+    lambda_ce: float = 1.0  # CE on every row's response through the token: how emission is learned
     lambda_kl: float = 0.05
     traces: str = "self"  # self | file | none — where the reasoning traces for CE/KL come from
     traces_file: str = ""  # JSONL {query_id, trace} (traces: file) from any stronger teacher
-    trace_queries: int = 64  # self: how many training queries get sampled traces
+    trace_queries: int = 128  # self: how many training queries get sampled traces
     trace_samples: int = 2  # self: traces sampled per query (rejection sampling keeps the helpful ones)
     trace_temperature: float = 0.7
     trace_warmup_steps: int = 8  # direct-only steps before the candidate traces are scored by the model being trained
     #                              (in the exact training format); the kept ones then join the rows
-    trace_repeats: int = 4  # each row with a kept trace appears this many times per epoch (oversampled); 1 = once
+    trace_repeats: int = 30  # each row with a kept trace appears this many times per epoch (oversampled); 1 = once
     precision: str = "auto"  # bf16 autocast: auto | bf16 | fp32
     gradient_checkpointing: bool = False
     eval_every: int = 24  # dev nDCG@10 every N steps (and at the end); best checkpoint is exported

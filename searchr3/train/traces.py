@@ -148,14 +148,6 @@ def candidate_traces(path: str | Path, source: str) -> list[dict]:
     return read_traces(p)
 
 
-def kept_traces(path: str | Path, source: str) -> dict[str, str]:
-    """query_id -> best kept trace of the traces stage's output; {} when ``source`` is ``none`` or the file is empty."""
-    p = Path(path)
-    if source == "none" or not p.exists() or p.stat().st_size == 0:
-        return {}
-    return best_kept(read_traces(p))
-
-
 def write_traces(path: str | Path, records: list[dict], summary: dict) -> None:
     """The traces JSONL at ``path`` and its summary beside it (``<stem>.summary.json``), each atomically."""
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
