@@ -214,3 +214,14 @@ def test_both_modes_export_a_loadable_folder(tiny_model_dir, tmp_path, mode):
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert np.abs(v - base.encode_documents(docs)).max() > 1e-4  # training changed the model
     assert not any("lora" in k for k in weights(tmp_path / "out"))  # LoRA merged
+
+
+def test_the_embed_token_row_trains_at_its_own_learning_rate(tiny_model_dir):
+    from searchr3.train.trainer_setup import load_trainee
+
+    trainee = load_trainee(tiny_model_dir, ModelConfig(), config(lr=1e-3, warmup_steps=0, token_lr_scale=50.0))
+    groups = trainee.optimizer.param_groups
+    assert [g["lr"] for g in groups] == [1e-3, 5e-2]
+    names = {id(p): n for n, p in trainee.model.named_parameters()}
+    assert [names[id(p)] for p in groups[1]["params"]] == [
+        n for n, p in trainee.model.named_parameters() if "trainable_tokens_delta" in n]

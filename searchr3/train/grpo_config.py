@@ -26,6 +26,7 @@ class GRPOConfig:
     max_query_tokens: int = 64  # query text is truncated to this many tokens inside the prompt (= model.max_query_tokens)
     max_doc_tokens: int = 128  # document text truncated to this many tokens (index encoding and the InfoNCE term)
     lr: float = 1.0e-4  # LoRA default; use about 1e-5 for mode: full
+    token_lr_scale: float = 10.0  # mode lora: the embed token's row (input and tied output) trains at lr x this
     warmup_steps: int = 2  # linear warm-up, then linear decay to 0.1 x lr at the last step
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0

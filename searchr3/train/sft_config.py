@@ -14,6 +14,7 @@ class SFTConfig:
     batch_size: int = 8  # queries per optimizer step (split into grad_accum micro-batches)
     grad_accum: int = 1
     lr: float = 2.0e-4
+    token_lr_scale: float = 50.0  # mode lora: the embed token's row (input and tied output) trains at lr x this
     warmup_steps: int = 5
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -27,7 +28,7 @@ class SFTConfig:
     margin: float = 0.1  # triplet θ
     lambda_nce: float = 1.0
     lambda_tri: float = 0.1
-    lambda_ce: float = 1.0  # CE on every row's response through the token: how emission is learned
+    lambda_ce: float = 0.5  # CE on every row's response through the token: how emission is learned
     lambda_kl: float = 0.05
     traces: str = "self"  # self | file | none — where the reasoning traces for CE/KL come from
     traces_file: str = ""  # JSONL {query_id, trace} (traces: file) from any stronger teacher

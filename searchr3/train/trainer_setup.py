@@ -111,10 +111,22 @@ def load_trainee(start_dir: str | Path, model_config: ModelConfig, config, **emb
     else:
         frozen = copy.deepcopy(model).eval().requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, config.lr, config.token_lr_scale), lr=config.lr,
+                                  weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: common.lr_factor(s, config.warmup_steps, config.steps))
     return Trainee(embedder, model, frozen, params, optimizer, scheduler, bf16)
+
+
+def param_groups(model, lr: float, token_lr_scale: float) -> list[dict]:
+    """AdamW groups: the embed token's trainable row (LoRA mode: peft's ``trainable_tokens_delta``, tied to the LM
+    head, so it is also the token's output row) at ``lr * token_lr_scale``, everything else at ``lr``.
+
+    The token is new (initialised as the mean row): at ``lr`` its logit stays ~14 nats below the top even where
+    every SFT row asks for it, so the model never emits it; its row needs a larger step."""
+    token = [p for n, p in model.named_parameters() if p.requires_grad and "trainable_tokens_delta" in n]
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and "trainable_tokens_delta" not in n]
+    return [{"params": rest, "lr": lr}] + ([{"params": token, "lr": lr * token_lr_scale}] if token else [])
 
 
 def with_distractors(keep: Iterable[str], ids: Iterable[str], max_docs: int, seed: int) -> list[str]:
