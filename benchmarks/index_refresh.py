@@ -290,10 +290,10 @@ class DriftRun:
         from searchr3.data.build import load_train_with_corpus
         from searchr3.model.config import ModelConfig
         from searchr3.train.common import batch_order
-        from searchr3.train.grpo import select_corpus
+        from searchr3.train.grpo import used_doc_ids
         from searchr3.train.sft import SFTBatchBuilder
         from searchr3.train.sft_config import SFTConfig
-        from searchr3.train.trainer_setup import drop_rows_without_negatives, known_positives, load_trainee
+        from searchr3.train.trainer_setup import drop_rows_without_negatives, known_positives, load_trainee, with_distractors
 
         quick = args.quick
         self.steps = args.steps or (8 if quick else 24)
@@ -308,7 +308,8 @@ class DriftRun:
             sys.exit("no held-out rows for probe queries")
         used = [rows[i] for b in self.order for i in b] + [rows[i] for i in probe_rows]
         n_docs = args.docs or (200 if quick else 1000)
-        self.texts = select_corpus(used, corpus, n_docs, args.seed)
+        keep = {d for r in used for d in used_doc_ids(r, 1)}  # the documents the run scores (k = 1), not all mined ones
+        self.texts = {d: corpus[d] for d in with_distractors(keep, corpus, n_docs, args.seed)}
         self.rows, self.probe = rows, [rows[i]["query"] for i in probe_rows]
         self.cfg = SFTConfig(mode="lora", lr=args.lr, warmup_steps=0, steps=self.steps, batch_size=batch, doc_grad=True,
                              negatives_per_query=1, lambda_ce=0.1, lambda_kl=0.0, precision="fp32", seed=args.seed,
