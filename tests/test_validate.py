@@ -12,7 +12,7 @@ from searchr3.data.build import build_data, load_eval_set, load_train
 from searchr3.data.config import DataConfig
 from searchr3.validate.config import ValidateConfig
 from searchr3.validate.frames import balance_frame, train_frame
-from searchr3.validate.runner import ValidationFailed, run_checks, validate_data, validate_dataset
+from searchr3.validate.runner import ValidationFailed, describe_row, run_checks, validate_data, validate_dataset
 from searchr3.validate.suites import balance_check, train_check
 
 SHARED = Path(__file__).parents[2] / "shared" / "data"
@@ -77,7 +77,19 @@ def test_failure_message_names_the_offending_row(tmp_path):
         validate_dataset(folder, "test", report_dir=tmp_path / "reports")
     message = str(info.value)
     assert "expect_column_values_to_be_in_set on qrels_unknown_doc): 1 of 4 rows" in message
-    assert '"line": 5' in message and '"doc_id": "d404"' in message
+    assert f"e.g. {folder / 'qrels' / 'test.tsv'}:5 query_id=q1 doc_id=d404: " in message
+
+
+def test_failure_message_puts_file_line_and_id_before_a_long_text(tmp_path):
+    folder = write_beir(tmp_path / "toy", corpus=CORPUS + [{"_id": "d4", "text": "long " * 200}])
+    with pytest.raises(ValidationFailed) as info:
+        validate_dataset(folder, "test", ValidateConfig(max_doc_chars=100), report_dir=tmp_path / "reports")
+    example = next(line for line in str(info.value).splitlines() if "e.g." in line)
+    assert example.split("e.g. ", 1)[1].startswith(f"{folder / 'corpus.jsonl'}:4 doc_id=d4: ")
+    # a row whose other fields are long: only they are shortened, never the row's address
+    where = describe_row({"line": 4, "doc_id": "d4", "text": "long " * 200}, "corpus.jsonl")
+    assert where.startswith("corpus.jsonl:4 doc_id=d4: ") and '"text": "long long' in where
+    assert where.endswith("…") and len(where) < 300
 
 
 # ---------------------------------------------------------------- training rows

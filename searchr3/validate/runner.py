@@ -133,7 +133,7 @@ def run_checks(checks: list[Check], config: ValidateConfig, target: str, report_
             results = [_describe(check, r, config.examples) for r in outcome.results]
             failed = [r for r in results if not r["success"] and r["severity"] != "warning"]
             warned = [r for r in results if not r["success"] and r["severity"] == "warning"]
-            tables.append({"dataset": check.name, "rows": len(check.frame), "success": not failed,
+            tables.append({"dataset": check.name, "file": check.file, "rows": len(check.frame), "success": not failed,
                            "expectations": len(results), "failed": failed, "warnings": warned})
             log.info("validated %s: %s", check.name, "ok" if not failed else "FAILED")
         context.build_data_docs(site_names=[DOCS_SITE])  # not GX's default temporary site
@@ -148,6 +148,26 @@ def run_checks(checks: list[Check], config: ValidateConfig, target: str, report_
     return summary
 
 
+ROW_IDS = ("source", "query_id", "doc_id", "_id", "id")
+
+
+def describe_row(example, file: str | None = None, max_chars: int = 240) -> str:
+    """One offending row as ``FILE:LINE id=...: {the other fields}``: where and which row first, then the text
+    (only the text is shortened, so a long document never hides the row's id and line)."""
+    if not isinstance(example, dict):
+        return json.dumps(example, ensure_ascii=False)[:max_chars]
+    line = example.get("line")
+    where = f"{file}:{line}" if file and line is not None else file or (f"line {line}" if line is not None else "")
+    ids = [f"{key}={example[key]}" for key in ROW_IDS if key in example]
+    head = " ".join(x for x in (where, *ids) if x)
+    fields = {k: v for k, v in example.items() if k != "line" and k not in ROW_IDS}
+    if not fields:
+        return head
+    rest = json.dumps(fields, ensure_ascii=False)
+    rest = rest if len(rest) <= max_chars else rest[:max_chars - 1] + "…"
+    return f"{head}: {rest}" if head else rest
+
+
 def failure_message(summary: dict) -> str:
     broken = [(t, f) for t in summary["tables"] for f in t["failed"]]
     lines = [f"validation of {summary['target']} failed: {len(broken)} rule(s) broken "
@@ -159,7 +179,7 @@ def failure_message(summary: dict) -> str:
         lines.append(f"  {table['dataset']}: rule {fail['rule']} ({fail['expectation']} on {fail['column']}){count}"
                      f"{observed}")
         for example in fail["examples"]:
-            lines.append(f"      e.g. {json.dumps(example, ensure_ascii=False)[:300]}")
+            lines.append(f"      e.g. {describe_row(example, table.get('file'))}")
         if fail.get("error"):
             lines.append(f"      error: {fail['error']}")
     return "\n".join(lines)
@@ -210,12 +230,17 @@ def dataset_split(path: str | Path, split: str = "test", fmt: str = "auto") -> R
     return hf_split(str(path), split)
 
 
-def split_checks(raw: RawSplit, config: ValidateConfig, name: str | None = None) -> list[Check]:
-    """Corpus, queries and qrels checks of one split (any format), under the shared rules."""
+def split_checks(raw: RawSplit, config: ValidateConfig, name: str | None = None,
+                 frames: dict[str, pd.DataFrame] | None = None) -> list[Check]:
+    """Corpus, queries and qrels checks of one split (any format), under the shared rules; each check names
+    the file its rows come from. ``frames``: the split's frames when the caller already built them."""
     name = name or f"{raw.name}-{raw.split}"
-    frames = split_frames(raw, Limits.of(config))
-    return [corpus_check(name, frames["corpus"]), queries_check(name, frames["queries"]),
-            qrels_check(name, frames["qrels"])]
+    frames = frames if frames is not None else split_frames(raw, Limits.of(config))
+    checks = [corpus_check(name, frames["corpus"]), queries_check(name, frames["queries"]),
+              qrels_check(name, frames["qrels"])]
+    for check, where in zip(checks, (raw.corpus_where, raw.queries_where, raw.qrels_where)):
+        check.file = where  # named before the row in failure messages
+    return checks
 
 
 def beir_checks(folder: str | Path, split: str, config: ValidateConfig, name: str | None = None) -> list[Check]:
@@ -242,9 +267,9 @@ def data_checks(data_dir: str | Path, config: ValidateConfig) -> list[Check]:
         qrels = sorted((folder / "qrels").glob("*.tsv"))
         if len(qrels) != 1:
             raise ArtifactError(folder / "qrels", None, "missing_file", "expected exactly one qrels/<split>.tsv")
-        frames = split_frames(beir_split(folder, qrels[0].stem), Limits.of(config))
-        checks += [corpus_check(folder.name, frames["corpus"]), queries_check(folder.name, frames["queries"]),
-                   qrels_check(folder.name, frames["qrels"])]
+        raw = beir_split(folder, qrels[0].stem)
+        frames = split_frames(raw, Limits.of(config))
+        checks += split_checks(raw, config, folder.name, frames)
         label = folder.name.rsplit("-", 1)[0]
         judged = frames["queries"][frames["queries"]["query_id"].isin(set(frames["qrels"]["query_id"]))]
         eval_queries.setdefault(label, []).append(judged)
@@ -252,6 +277,7 @@ def data_checks(data_dir: str | Path, config: ValidateConfig) -> list[Check]:
     corpus = load_train_corpus(data_dir).to_pandas()
     merged = {label: pd.concat(frames, ignore_index=True) for label, frames in eval_queries.items()}
     checks.append(train_check(train_frame(train, corpus, merged), config))
+    checks[-1].file = str(data_dir / "train")
     checks.append(balance_check(balance_frame(train), config))
     return checks
 

@@ -24,6 +24,7 @@ class Check:
     frame: pd.DataFrame
     expectations: list = field(default_factory=list)
     index_columns: list[str] = field(default_factory=list)
+    file: str | None = None  # the file (or dataset folder) the rows come from, named first in failure reports
 
 
 def _gxe():
