@@ -13,6 +13,7 @@ PATHS = {
     "sft": "models/sft", "sft_ckpt": "checkpoints/sft", "rl": "models/rl", "rl_ckpt": "checkpoints/rl",
     "rl_index": "indexes/rl", "index": "indexes/production", "metrics": "metrics", "report": "reports/eval.md",
     "plots": "plots", "record": "production/record.json", "releases": "production/releases",
+    "sources": "metrics/sources.json",
 }
 
 # The trained models by system name (what ``evaluate.systems`` and the promotion gate call them).
@@ -31,7 +32,7 @@ def summary_beside(path: str | PurePath) -> str:
 
 # What each stage leaves behind that summarises it (the Prefect tasks publish it as an artifact).
 STAGE_SUMMARIES = {
-    "base_model": f"{PATHS['base']}/manifest.json", "data": f"{PATHS['data']}/manifest.json",
+    "base_model": f"{PATHS['base']}/manifest.json", "sources": PATHS["sources"], "data": f"{PATHS['data']}/manifest.json",
     "validate": f"{PATHS['validation']}/summary.json", "traces": summary_beside(PATHS["traces"]),
     "sft": metrics_file("sft"), "rl": metrics_file("rl"), "index": f"{PATHS['index']}/manifest.json",
     "evaluate": metrics_file("eval"),

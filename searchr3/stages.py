@@ -18,7 +18,7 @@ from searchr3.files import write_json_atomic
 from searchr3.outputs import metrics_with, writes
 from searchr3.paths import MODELS, PATHS, metrics_file, summary_beside
 
-STAGES = ("base_model", "data", "validate", "traces", "sft", "rl", "index", "evaluate")
+STAGES = ("base_model", "sources", "data", "validate", "traces", "sft", "rl", "index", "evaluate")
 
 
 def _params(params: dict | str | None) -> dict:
@@ -31,6 +31,17 @@ def base_model(params=None, out: str = PATHS["base"], progress: bool = True) -> 
     from searchr3.model.materialize import materialize
 
     return materialize(section(_params(params), "model", ModelConfig).base, out)
+
+
+@writes("out")
+def sources(params=None, out: str = PATHS["sources"], progress: bool = True) -> dict:
+    """Content hash and row counts of every data source (``searchr3.sources``): the data stage's dependency."""
+    from searchr3.data.config import DataConfig
+    from searchr3.sources import fingerprint_sources
+
+    summary = fingerprint_sources(section(_params(params), "data", DataConfig))
+    write_json_atomic(out, summary)
+    return summary
 
 
 @writes("out")

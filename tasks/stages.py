@@ -36,6 +36,11 @@ def base_model(params: dict, progress: bool = False) -> dict:
     return _done("base_model", stages.base_model(params, progress=progress))
 
 
+@task(name="fingerprint-sources", **STAGE_TASK)
+def sources(params: dict, progress: bool = False) -> dict:
+    return _done("sources", stages.sources(params, progress=progress))
+
+
 @task(name="build-data", **STAGE_TASK)
 def data(params: dict, progress: bool = False) -> dict:
     return _done("data", stages.data(params, progress=progress))
@@ -89,5 +94,5 @@ def evaluate(params: dict, progress: bool = False) -> dict:
 
 
 # In pipeline order; keys are the names of searchr3.stages.STAGES and of the dvc.yaml stages.
-STAGE_TASKS = {"base_model": base_model, "data": data, "validate": validate, "traces": traces, "sft": sft,
-               "rl": rl, "index": index, "evaluate": evaluate}
+STAGE_TASKS = {"base_model": base_model, "sources": sources, "data": data, "validate": validate, "traces": traces,
+               "sft": sft, "rl": rl, "index": index, "evaluate": evaluate}

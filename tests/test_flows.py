@@ -100,7 +100,8 @@ def stubbed(workdir, monkeypatch):
         Path("metrics/eval.json").write_text(json.dumps(EVAL))
         return EVAL
 
-    summaries = {"base_model": {"source": "tiny-random"}, "data": {"train_rows": 40}, "traces": {"kept": 3},
+    summaries = {"base_model": {"source": "tiny-random"}, "sources": {"fingerprint": "f0", "sources": {}},
+                 "data": {"train_rows": 40}, "traces": {"kept": 3},
                  "sft": {"steps": 2}, "rl": {"steps": 2}, "index": {"documents": 60}, "evaluate": evaluate,
                  "validate": {"success": True, "tables": [_table("train", [])], "data_docs": "docs/index.html"}}
     for name in stages.STAGES:
@@ -126,7 +127,7 @@ def test_stop_after_runs_the_stages_up_to_it(prefect_server, stubbed):
     from flows.pipeline import training_pipeline
 
     assert training_pipeline(profile="tiny", stop_after="validate")["success"] is True
-    assert [name for name, _ in stubbed] == ["base_model", "data", "validate"]
+    assert [name for name, _ in stubbed] == ["base_model", "sources", "data", "validate"]
 
 
 def test_validation_failure_fails_the_flow_before_anything_trains(prefect_server, stubbed, monkeypatch):
@@ -142,7 +143,8 @@ def test_validation_failure_fails_the_flow_before_anything_trains(prefect_server
     monkeypatch.setattr(stages, "validate", broken)
     state = training_pipeline(profile="tiny", return_state=True)
     assert state.is_failed() and "negative_not_positive" in state.message
-    assert stubbed == [("base_model", "tiny"), ("data", "tiny"), ("validate", "tiny")]  # failed once: not retried
+    assert stubbed == [("base_model", "tiny"), ("sources", "tiny"), ("data", "tiny"),
+                       ("validate", "tiny")]  # failed once: not retried
     report = artifacts_of(state.state_details.flow_run_id)["validation-report"]
     assert "Data validation: FAILED" in report and "negative_not_positive" in report
 
