@@ -84,7 +84,8 @@ def publish_validation(summary: dict | None, report_dir: str | Path, message: st
 
 def publish_decision(decision: dict, record_path: str, promoted: bool) -> None:
     rows = [{"field": k, "value": decision.get(k)}
-            for k in ("promote", "system", "candidate", "production", "tolerance", "gate_set", "metric")]
+            for k in ("promote", "outcome", "system", "candidate", "production", "tolerance", "gate_set", "metric",
+                      "weights")]
     title = "promoted" if promoted else "not promoted"
     body = (f"# Promotion gate: {title}\n\n**{decision['reason']}**\n\n{markdown_table(rows, ['field', 'value'])}\n\n"
             f"Production record: `{record_path}`"
