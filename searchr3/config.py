@@ -10,9 +10,11 @@ and its values are deep-merged over the sections.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -115,17 +117,23 @@ def written_profile(path: str | Path = DEFAULT_PARAMS) -> str:
     return (yaml.safe_load(Path(path).read_text()) or {}).get("profile") or "default"
 
 
-def profile_mismatch(path: str | Path = DEFAULT_PARAMS) -> str | None:
-    """Why SEARCHR3_PROFILE must not apply to a DVC-run stage, or None when it agrees with params.yaml.
+def profile_mismatch(path: str | Path = DEFAULT_PARAMS, profile: str | None = None) -> str | None:
+    """Why SEARCHR3_PROFILE must not apply to a DVC-run stage, or None when it agrees with the run's profile.
 
-    DVC records params.yaml, not the environment: a stage run under another profile would be cached and
-    locked as if it were params.yaml's profile."""
+    The run's profile is ``profile`` (a flow's parameter, which :func:`profile_for_run` writes into
+    params.yaml for the run) or else the one params.yaml names. DVC records params.yaml, not the
+    environment: a stage run under another profile would be cached and locked as if it were that profile."""
     env = os.environ.get("SEARCHR3_PROFILE")
     written = written_profile(path)
-    if env and env != written:
-        return (f"SEARCHR3_PROFILE={env} but {path} says profile: {written}, and dvc records only {path}; "
-                f"unset SEARCHR3_PROFILE and run `make run PROFILE={env}` (or `dvc exp run -S profile={env}`)")
-    return None
+    if not env or env == (profile or written):
+        return None
+    if profile:
+        return (f"SEARCHR3_PROFILE={env} but this run's profile parameter is {profile}, and dvc records only "
+                f"{path}; unset SEARCHR3_PROFILE and pass the profile as the flow's parameter "
+                f"(--param profile={env})")
+    return (f"SEARCHR3_PROFILE={env} but {path} says profile: {written}, and dvc records only {path}; "
+            f"unset SEARCHR3_PROFILE and run `make run PROFILE={env}` (or `dvc exp run -S profile={env}`; "
+            f"a flow takes --param profile={env})")
 
 
 def section(params: dict, name: str, cls: type[T]) -> T:
@@ -204,3 +212,58 @@ def from_dict(cls: type[T], values: dict, where: str = "") -> T:
             v = from_dict(sub, v, where=f"{where}.{k}")
         kwargs[k] = v
     return cls(**kwargs)
+
+
+# --- the profile written in params.yaml (what `dvc repro` sees) -------------------------------------------------
+
+_PROFILE_LINE = re.compile(r"^profile:[ \t]*(?P<name>[^\s#]*)[ \t]*(?P<note>#.*)?$", re.MULTILINE)
+_OVERRIDE_NOTE = re.compile(r"# set for one run \(was: (?P<was>[^)\s]+)\)")
+
+
+def _write_profile_line(path: Path, name: str, note: str = "", line: str | None = None) -> None:
+    from searchr3.files import write_text_atomic
+
+    text = path.read_text()
+    line = line or f"profile: {name}" + (f"  {note}" if note else "")
+    if _PROFILE_LINE.search(text):
+        text = _PROFILE_LINE.sub(lambda _: line, text, count=1)
+    else:
+        text = line + "\n" + text
+    write_text_atomic(path, text)
+
+
+def restore_interrupted_profile(path: str | Path = DEFAULT_PARAMS) -> str | None:
+    """Undo the ``profile:`` a killed run of :func:`profile_for_run` left in params.yaml; returns what was restored."""
+    path = Path(path)
+    found = _PROFILE_LINE.search(path.read_text())
+    was = _OVERRIDE_NOTE.search(found.group("note") or "") if found else None
+    if was is None:
+        return None
+    _write_profile_line(path, was.group("was"))
+    return was.group("was")
+
+
+@contextlib.contextmanager
+def profile_for_run(profile: str | None, path: str | Path = DEFAULT_PARAMS):
+    """params.yaml says ``profile:`` ``profile`` for the duration of the block, then what it said before.
+
+    ``dvc repro`` reads the profile only from params.yaml (every stage lists it as a param, so dvc.lock records
+    it); this is how a run with another profile is recorded as that profile, as ``dvc exp run -S profile=NAME``
+    would, without leaving the file changed. The line carries a note naming the profile to restore, so a run
+    killed before its end is undone by the next one (:func:`restore_interrupted_profile`). Yields the profile
+    in effect; ``None`` or the written profile changes nothing."""
+    path = Path(path)
+    restore_interrupted_profile(path)
+    written = written_profile(path)
+    if profile is None or profile == written:
+        yield written
+        return
+    known = sorted((yaml.safe_load(path.read_text()) or {}).get("profiles") or {})
+    if profile != "default" and profile not in known:
+        raise ConfigError(f"{path}: unknown profile {profile!r}; known: {['default', *known]}")
+    found = _PROFILE_LINE.search(path.read_text())
+    _write_profile_line(path, profile, f"# set for one run (was: {written})")
+    try:
+        yield profile
+    finally:
+        _write_profile_line(path, written, line=found.group(0) if found else None)
