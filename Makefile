@@ -62,25 +62,42 @@ clean:
 
 # ==== Prefect server and worker ===============================================================
 # A local Prefect server + process worker in the background, each in its own process group
-# (pids in .prefect/run/, logs in .prefect/logs/); code in ops/prefect_local.py and flows/deploy.py.
-#   make prefect-up      server on 127.0.0.1:$(PREFECT_PORT) (UI there too), work pool, worker
+# (pids in .prefect/run/, logs in .prefect/logs/); code in ops/prefect_local.py, ops/prefect_runs.py and
+# flows/deploy.py. Every target is safe to repeat; docs/operations.md is the operator's guide.
+#   make prefect-up      start what is not running (server on 127.0.0.1:$(PREFECT_PORT), UI there too, work
+#                        pool, worker); a healthy stack is left untouched; runs left Running by a dead worker
+#                        are crashed first (the startup sweep)
 #   make deploy          deployments training-pipeline/manual and nightly-retrain/nightly (cron 02:00 $(PREFECT_TZ))
+#   make prefect-status  server, worker, pool, deployments, next scheduled run, running and stuck runs (exit 1 if
+#                        something is down or stuck)
+#   make prefect-worker-restart  new worker, same server (a running flow run ends Crashed; the next one resumes)
+#   make prefect-recover crash the runs whose process is gone (frees the concurrency slot they hold)
 #   PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/prefect deployment run 'training-pipeline/manual' --watch
 #                        (add --param profile=tiny for the one-minute pipeline; the UI is at http://127.0.0.1:4200)
-#   make prefect-down    worker first, then server
+#   make prefect-down    running flow runs end Crashed, then the worker, then the server
 PREFECT_PORT ?= 4200
 PREFECT_POOL ?= searchr3
 PREFECT_TZ ?= UTC
 export PREFECT_LOGGING_EXTRA_LOGGERS := searchr3
+PREFECT_LOCAL := $(BIN)/python -m ops.prefect_local --port $(PREFECT_PORT) --pool $(PREFECT_POOL)
 
-.PHONY: prefect-up prefect-down deploy
+.PHONY: prefect-up prefect-down prefect-status prefect-worker-restart prefect-recover deploy
 prefect-up: install
-	$(BIN)/python -m ops.prefect_local up --port $(PREFECT_PORT) --pool $(PREFECT_POOL)
+	$(PREFECT_LOCAL) up
 
 deploy: install
 	$(BIN)/python -m flows.deploy --pool $(PREFECT_POOL) --timezone $(PREFECT_TZ) \
 		--api-url http://127.0.0.1:$(PREFECT_PORT)/api
 
+prefect-status: install
+	@$(PREFECT_LOCAL) status
+
+prefect-worker-restart: install
+	$(PREFECT_LOCAL) worker-restart
+
+prefect-recover: install
+	$(PREFECT_LOCAL) recover
+
 prefect-down:
-	$(BIN)/python -m ops.prefect_local down
+	$(PREFECT_LOCAL) down
 # ==== end of Prefect server and worker ========================================================

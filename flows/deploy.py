@@ -2,7 +2,11 @@
 
 - ``training-pipeline/manual``: the training flow, run by hand
   (``prefect deployment run 'training-pipeline/manual' --param profile=tiny``);
-- ``nightly-retrain/nightly``: the nightly flow on cron ``0 2 * * *`` (timezone configurable, UTC by default).
+- ``nightly-retrain/nightly``: the nightly flow on cron ``0 2 * * *`` (timezone configurable, UTC by default);
+  by hand too (``prefect deployment run 'nightly-retrain/nightly' --param profile=tiny``).
+
+Both take the same ``profile`` parameter (default: the profile params.yaml names); the nightly's is recorded
+in dvc.lock and in the production record.
 
 Overlap is prevented twice: the work pool admits one flow run at a time (``concurrency_limit=1``; both
 deployments use it), and each deployment has its own limit of one (extra runs wait in the queue).
@@ -43,7 +47,8 @@ def build_deployments(source: str | Path = REPO, pool: str = DEFAULT_POOL, timez
     nightly = nightly_retrain.from_source(source, "flows/nightly.py:nightly_retrain").to_deployment(
         name="nightly", work_pool_name=pool, concurrency_limit=ONE_AT_A_TIME, job_variables=job,
         schedule=Cron(cron, timezone=timezone), tags=["searchr3", "nightly"],
-        description="dvc repro (unchanged stages cached), evaluate, promotion gate, dvc push.")
+        description="Fingerprint the sources, dvc repro (unchanged stages cached), evaluate, promotion gate "
+                    "(only a real change is promoted), dvc push.")
     return [manual, nightly]
 
 

@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger
 
 from searchr3 import stages
 from searchr3.config import load_params
+from tasks.logs import route_library_logs
 from tasks.stages import STAGE_TASKS
 
 
@@ -26,11 +27,13 @@ def training_pipeline(params_path: str = "params.yaml", profile: str | None = No
                       stop_after: str | None = None, progress: bool = False) -> dict:
     """Run the stages in order; ``overrides`` are dotted params keys ({"sft.lr": 1e-4}).
 
+    ``profile``: the params profile (None: the one params.yaml names), as for ``nightly-retrain``.
     ``stop_after`` names the last stage to run (e.g. ``validate`` to only build and check the data).
     Returns ``metrics/eval.json`` when ``evaluate`` ran, else the last stage's summary.
     """
     if stop_after is not None and stop_after not in stages.STAGES:
         raise ValueError(f"stop_after must be one of {list(stages.STAGES)}, not {stop_after!r}")
+    route_library_logs()  # the library's INFO lines (resuming from a checkpoint, what is evaluated) in the run's logs
     params = load_params(params_path, profile, overrides)
     get_run_logger().info("profile %s, overrides %s", params["_profile"], overrides or {})
     result: dict = {}

@@ -28,7 +28,7 @@ from prefect.exceptions import MissingContextError
 
 from ops.environment import find_tool, tool_env
 from searchr3 import stages
-from searchr3.commands.stage import STAGE_LOG_ENV
+from searchr3.commands.stage import STAGE_LOG_ENV, STOP_WITH_ENV
 from searchr3.files import read_json_if_exists
 from searchr3.paths import PATHS, STAGE_SUMMARIES
 from tasks.artifacts import publish_eval, publish_stage_summary, publish_validation
@@ -69,6 +69,7 @@ def run_dvc(args: list[str], cwd: str | Path = ".", timeout_s: float | None = No
     for people); raise on a non-zero exit or a timeout. ``env`` adds variables to the command's environment."""
     logger = _logger()
     logger.info("$ dvc %s", " ".join(args))
+    env = {STOP_WITH_ENV: str(os.getpid()), **(env or {})}  # the stage stops if this process is killed outright
     proc = subprocess.Popen([dvc_executable(), "--wait-for-lock", *args], cwd=cwd, env=dvc_env(env),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                             start_new_session=True)
@@ -174,7 +175,11 @@ def remote_names(cwd: str | Path = ".") -> list[str]:
 
 
 def ensure_remote(name: str, url: str, cwd: str | Path = ".") -> str:
-    """Add DVC remote ``name`` (as the default) when it is missing; a local folder is created, git-ignored."""
+    """Add DVC remote ``name`` (as the default) when it is missing; a local folder is created, git-ignored.
+
+    The remote goes to ``.dvc/config.local`` (git-ignored by DVC), never to the committed ``.dvc/config``: a
+    nightly leaves the work tree clean. A team that wants the remote for everyone commits it once in .dvc/config.
+    """
     if name in remote_names(cwd):
         return name
     if not url:
@@ -185,7 +190,7 @@ def ensure_remote(name: str, url: str, cwd: str | Path = ".") -> str:
         ignore = folder / ".gitignore"
         if not ignore.exists():
             ignore.write_text("# a local DVC remote: content-addressed copies of data, models and indexes\n*\n")
-    run_dvc(["remote", "add", "--default", name, url], cwd)
+    run_dvc(["remote", "add", "--local", "--default", name, url], cwd)
     return name
 
 

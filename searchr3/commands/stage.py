@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +17,10 @@ from searchr3.paths import PATHS
 # JSON line to the file it names: the machine-readable record that DVC ran the stage's command rather than
 # skipping it or restoring its outputs from the run cache.
 STAGE_LOG_ENV = "SEARCHR3_STAGE_LOG"
+# When set (``tasks.dvc`` sets it to the flow run's pid), the stage stops when that process is gone: a flow run
+# killed outright (its worker stopped with SIGKILL, a crash) must not leave `dvc repro` and training running on
+# as orphans that hold DVC's lock and race the next run.
+STOP_WITH_ENV = "SEARCHR3_STOP_WITH_PID"
 
 
 def register(sub) -> None:
@@ -36,6 +42,30 @@ def record_run(name: str) -> None:
             handle.write(json.dumps(record) + "\n")
 
 
+def stop_with(pid: int, interval_s: float = 1.0) -> threading.Thread:
+    """Watch ``pid`` in a daemon thread; when it is gone, SIGTERM this process's group (the ``dvc repro`` that
+    started us and its shell, which ``tasks.dvc`` puts in a session of their own), or only this process when
+    the group is not such a session (a command typed in a terminal)."""
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                pass
+            time.sleep(interval_s)
+        logging.getLogger(__name__).warning("process %d that ran this stage is gone: stopping", pid)
+        if os.getpgrp() == os.getsid(0):
+            os.killpg(os.getpgrp(), signal.SIGTERM)
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="stop-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
 def _run(args) -> int:
     from searchr3.config import load_params, profile_mismatch
     from searchr3.errors import ConfigError
@@ -44,6 +74,9 @@ def _run(args) -> int:
         raise ConfigError(why)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params(args.params, args.profile)
+    watched = os.environ.get(STOP_WITH_ENV, "")
+    if watched.isdigit():
+        stop_with(int(watched))
     record_run(args.name)
     started = time.time()
     summary = getattr(stages, args.name)(params, progress=not args.no_progress)  # errors: one line in searchr3.cli
