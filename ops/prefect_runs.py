@@ -155,9 +155,8 @@ def _span(seconds: int) -> str:
 
 def status(pool: str, api_url: str | None = None, worker_alive: bool = False) -> dict:
     """Pool, workers, deployments, the next scheduled run, active and stuck runs, as plain data (times in UTC)."""
-    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterWorkPoolName, FlowRunFilter,
-                                                FlowRunFilterDeploymentId, FlowRunFilterState,
-                                                FlowRunFilterStateType)
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterState,
+                                                FlowRunFilterStateType, WorkPoolFilter, WorkPoolFilterName)
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.exceptions import ObjectNotFound
@@ -174,8 +173,7 @@ def status(pool: str, api_url: str | None = None, worker_alive: bool = False) ->
         out["workers"] = [{"name": w.name, "status": getattr(w.status, "value", w.status),
                            "last_heartbeat": _ago(w.last_heartbeat_time, now)}
                           for w in client.read_workers_for_work_pool(pool)]
-        deployments = client.read_deployments(deployment_filter=DeploymentFilter(
-            work_pool_name=DeploymentFilterWorkPoolName(any_=[pool])))
+        deployments = client.read_deployments(work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])))
         flows = {d.flow_id: client.read_flow(d.flow_id).name for d in deployments}
         names = {d.id: f"{flows[d.flow_id]}/{d.name}" for d in deployments}
         for d in deployments:
