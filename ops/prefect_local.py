@@ -85,12 +85,22 @@ def ensure_work_pool(name: str = DEFAULT_POOL, concurrency_limit: int = 1, api_u
                 client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=concurrency_limit))
 
 
+def _default_signals() -> None:
+    """In the child before exec: SIGINT and SIGQUIT as a terminal gives them. A shell starts background jobs with
+    both ignored, and an ignored signal stays ignored across exec, so a server or worker started from a script or
+    cron job would never see Ctrl-C, nor would the flow runs it starts (Python raises KeyboardInterrupt only when
+    SIGINT was not ignored at start)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 def _spawn(name: str, argv: list[str], home: Path, env: dict[str, str]) -> subprocess.Popen:
     (home / "logs").mkdir(parents=True, exist_ok=True)
     (home / "run").mkdir(parents=True, exist_ok=True)
     with open(home / "logs" / f"{name}.log", "ab") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True)  # its own process group: killpg stops all it started
+                                start_new_session=True,  # its own process group: killpg stops all it started
+                                preexec_fn=_default_signals)
     (home / "run" / f"{name}.pid").write_text(str(proc.pid))
     return proc
 

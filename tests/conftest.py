@@ -53,6 +53,14 @@ def scifact_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def nq_open_file() -> Path:
+    path = SHARED_DATA / "nq_open" / "nq-open-oracle.jsonl.gz"
+    if not path.exists():
+        pytest.skip("../shared/data/nq_open is absent (a fresh clone has no shared data)")
+    return path
+
+
 # --- the session's one Prefect server ------------------------------------------------------------------------
 
 

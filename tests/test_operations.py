@@ -155,8 +155,11 @@ def test_every_library_info_line_of_a_task_reaches_the_run_logs(prefect_server, 
 # --- a signal to the flow-run process ------------------------------------------------------------------------
 
 SLEEPER = """
+import signal
 import time
 from prefect import flow
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a terminal (a background job ignores it)
 
 @flow(name="ops-interrupt-me")
 def sleeper(tag: str):

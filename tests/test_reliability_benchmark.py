@@ -62,8 +62,8 @@ def test_every_category_builds_its_tries_from_the_bases(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_run_of_a_few_tries(capsys):
-    bench = load_benchmark()
+def test_quick_run_of_a_few_tries(capsys, scifact_dir, nq_open_file):
+    bench = load_benchmark()  # its bases are cut from ../shared/data (SciFact, NQ-open): skipped without them
     assert bench.main(["--quick", "--only", "/beir/NUL character in text"]) == 0
     out = capsys.readouterr().out
     assert out.rstrip().splitlines()[-1] == "reliability: tried 2 rejected 2 tracebacks 0 accepted 0 silent_wrong 0"
