@@ -103,7 +103,7 @@ def sft(params=None, base: str = PATHS["base"], data_dir: str = PATHS["data"], t
     cfg = section(p, "sft", SFTConfig)
     rows = [dict(r) for r in load_train(data_dir)]
     with metrics_with(metrics_file("sft"), out) as put:  # model and metrics: both or neither
-        summary = train_sft(cfg, section(p, "model", ModelConfig), base, rows, dev_set(data_dir), out, checkpoint_dir,
+        summary = train_sft(cfg, section(p, "model", ModelConfig), base, rows, dev_set(data_dir, cfg.dev_set), out, checkpoint_dir,
                             traces=candidate_traces(traces_path, cfg.traces), progress=progress)
         put(summary)
     return summary
@@ -131,10 +131,10 @@ def rl(params=None, start: str = PATHS["sft"], data_dir: str = PATHS["data"], ou
 @writes("out")
 def index(params=None, model: str = PATHS["rl"], corpus_dir: str | None = None, out: str = PATHS["index"],
           progress: bool = True) -> dict:
-    """Snapshot of the search index users query: ``model`` over an evaluation corpus (default: the gate set)."""
+    """Snapshot of the search index users query: ``model`` over an evaluation corpus (default: the first test set)."""
     from searchr3.data.beir import read_corpus
     from searchr3.eval.config import EvaluateConfig
-    from searchr3.eval.sets import gate_dir
+    from searchr3.eval.sets import search_dir
     from searchr3.index.config import IndexConfig
     from searchr3.index.snapshot import save_snapshot
     from searchr3.index.store import DocumentIndex
@@ -142,7 +142,7 @@ def index(params=None, model: str = PATHS["rl"], corpus_dir: str | None = None, 
     from searchr3.model.embedder import Embedder
 
     p = _params(params)
-    corpus_dir = corpus_dir or str(gate_dir(section(p, "evaluate", EvaluateConfig)))
+    corpus_dir = corpus_dir or str(search_dir(section(p, "evaluate", EvaluateConfig)))
     corpus = read_corpus(corpus_dir)
     embedder = Embedder.from_pretrained(model, config=section(p, "model", ModelConfig))
     idx = DocumentIndex.from_config(section(p, "index", IndexConfig))

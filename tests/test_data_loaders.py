@@ -279,6 +279,53 @@ def test_build_drops_training_queries_that_leak_into_evaluation(tmp_path):
     assert list(load_train(tmp_path / "data")["query_id"]) == ["q2"]
 
 
+def twelve_claims(folder: Path) -> Path:
+    """A BEIR folder with a train split only: 12 judged queries over 14 documents (SciFact's shape: no dev split)."""
+    corpus = [{"_id": f"d{i}", "text": f"document {i} about topic {i} and word{i}"} for i in range(14)]
+    queries = [{"_id": f"q{i}", "text": f"claim on topic {i} word{i}"} for i in range(12)]
+    qrels = "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(12))
+    return write_beir(folder, jsonl(corpus), jsonl(queries), qrels.encode(), split="train")
+
+
+def test_dev_from_train_holds_claims_out_of_training(tmp_path):
+    """dev_from_train: N seeded train queries become the dev set over the train corpus, and none of them trains."""
+    source = {"type": "beir", "path": str(twelve_claims(tmp_path / "claims")), "label": "claims",
+              "eval_splits": ["dev"], "dev_from_train": 4}
+    manifest = build_data(DataConfig(sources=[source], mining={"depth": 5, "negatives": 1}), tmp_path / "data",
+                          progress=False)
+    dev = load_eval_set(tmp_path / "data" / "eval" / "claims-dev")
+    assert len(dev.queries) == 4 and len(dev.corpus) == 14 and set(dev.qrels) == set(dev.queries)
+    trained = set(load_train(tmp_path / "data")["query_id"])
+    assert trained and not trained & set(dev.queries)
+    assert len(trained) == 8  # every other claim trains
+    assert manifest["sources"]["claims"]["train"]["dropped_leaking_queries"] == 4
+    again = build_data(DataConfig(sources=[source], mining={"depth": 5, "negatives": 1}), tmp_path / "again",
+                       progress=False)
+    assert set(load_eval_set(tmp_path / "again" / "eval" / "claims-dev").queries) == set(dev.queries)  # seeded
+    other_seed = build_data(DataConfig(seed=1, sources=[source], mining={"depth": 5, "negatives": 1}),
+                            tmp_path / "seed1", progress=False)
+    assert other_seed["eval_sets"]["claims-dev"]["queries"] == 4
+    assert set(load_eval_set(tmp_path / "seed1" / "eval" / "claims-dev").queries) != set(dev.queries)
+
+
+@pytest.mark.parametrize("source, rule", [
+    ({"type": "codesearch", "eval_splits": ["dev"], "dev_from_train": 5}, "other than codesearch"),
+    ({"type": "beir", "path": "x", "eval_splits": ["test"], "dev_from_train": 5}, "'dev' in eval_splits"),
+    ({"type": "beir", "path": "x", "train_split": None, "eval_splits": ["dev"], "dev_from_train": 5}, "train_split"),
+])
+def test_dev_from_train_needs_a_train_split_and_a_dev_split(source, rule):
+    with pytest.raises(ConfigError, match=rule):
+        DataConfig(sources=[source]).source_configs()
+
+
+def test_dev_from_train_leaves_at_least_as_many_training_claims(tmp_path):
+    source = {"type": "beir", "path": str(twelve_claims(tmp_path / "claims")), "eval_splits": ["dev"],
+              "dev_from_train": 7}
+    with pytest.raises(ConfigError, match="fewer training queries than dev ones"):
+        build_data(DataConfig(sources=[source]), tmp_path / "data", progress=False)
+    assert not (tmp_path / "data").exists()
+
+
 class BrokenEmbedder:
     def encode_documents(self, texts, progress=False):
         raise RuntimeError("encoder crashed")

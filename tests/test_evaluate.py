@@ -3,6 +3,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from math import sqrt
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +16,8 @@ from searchr3.eval.dense import dense_search
 from searchr3.eval.evaluate import evaluate, evaluate_detailed
 from searchr3.eval.report import render_table
 
-PLAIN_KEYS = {"dataset", "split", "system", "queries", "ndcg@10", "recall@100", "mrr@10"}
-PLAIN_KEYS_ORDER = ("dataset", "split", "system", "queries", "ndcg@10", "recall@100", "mrr@10")
+PLAIN_KEYS = {"dataset", "split", "system", "cap", "queries", "ndcg@10", "recall@100", "mrr@10"}
+PLAIN_KEYS_ORDER = ("dataset", "split", "system", "cap", "queries", "ndcg@10", "recall@100", "mrr@10")
 REASONING_KEYS = PLAIN_KEYS | {"fallbacks", "emission_rate", "mean_reasoning_tokens"}
 
 
@@ -228,13 +229,15 @@ def test_evaluate_trained_model_folder(tmp_path, tiny_model_dir):
 # ---- report -----------------------------------------------------------------------------------------
 
 def test_render_table():
-    row = {"dataset": "scifact", "split": "test", "system": "bm25", "queries": 300,
+    row = {"dataset": "scifact", "split": "test", "system": "bm25", "cap": None, "queries": 300,
            "ndcg@10": 0.68123, "recall@100": 0.9, "mrr@10": 0.5}
-    lines = render_table([row]).splitlines()
+    dense = {**row, "system": "minilm", "cap": 256}
+    lines = render_table([row, dense]).splitlines()
     assert [c.strip() for c in lines[0].strip("|").split("|")] == list(PLAIN_KEYS_ORDER)
     assert [c.strip() for c in lines[2].strip("|").split("|")] == \
-        ["scifact", "test", "bm25", "300", "0.6812", "0.9000", "0.5000"]
-    assert len(lines) == 3
+        ["scifact", "test", "bm25", "-", "300", "0.6812", "0.9000", "0.5000"]  # BM25 reads whole texts: no cap
+    assert [c.strip() for c in lines[3].strip("|").split("|")][2:4] == ["minilm", "256"]
+    assert len(lines) == 4
 
 
 def test_render_table_adds_reasoning_columns_when_present():
@@ -399,6 +402,65 @@ def test_evaluate_stage_scores_rl_plus_bm25(tmp_path, monkeypatch, tiny_model_di
     assert json.loads((tmp_path / "metrics" / "eval.json").read_text()) == results
     report = (tmp_path / "reports" / "eval.md").read_text()
     assert render_table(metrics_rows(results)) in report and "| news-test | test  | rl+bm25 |" in report
+
+
+def write_news_set(folder: Path) -> None:
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n"
+                                                 for d, t in NEWS.corpus.items()))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n"
+                                                  for q, t in NEWS.queries.items()))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{r}\n" for q, docs in NEWS.qrels.items() for d, r in docs.items()))
+
+
+def test_every_dense_system_reads_documents_at_the_same_cap(tmp_path, monkeypatch, tiny_model_dir):
+    """evaluate.doc_caps: MiniLM and our model read documents cut at the first cap (rows by system name, `cap` stated);
+    each further cap scores them again as <system>@<cap>; BM25 reads whole texts (cap null); the report says so."""
+    from searchr3 import stages
+    from searchr3.model.config import ModelConfig
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_model_dir, tmp_path / "models" / "rl")
+    write_news_set(tmp_path / "data" / "eval" / "news-test")
+    params = {"evaluate": {"systems": ["bm25", "minilm", "rl"], "reasoning": [], "sets": None, "doc_caps": [3, 64],
+                           "cache_dir": str(tmp_path / "cache")},
+              "model": {"precision": "fp32"}}
+    results = stages.evaluate(params, data_dir="data", progress=False)["news-test"]
+    assert list(results) == ["bm25", "minilm", "rl", "minilm@64", "rl@64"]
+    assert [results[s]["cap"] for s in results] == [None, 3, 3, 64, 64]
+    for system, cap in (("rl", 3), ("rl@64", 64)):
+        alone = evaluate_detailed("models/rl", NEWS, config=EvaluateConfig(cache_dir=str(tmp_path / "other")),
+                                  model_config=ModelConfig(precision="fp32"), doc_cap=cap)
+        assert results[system]["ndcg@10"] == pytest.approx(alone.result["ndcg@10"])
+    # the cut changes what MiniLM reads: three tokens of each news text are not the whole text
+    from searchr3.eval.minilm import MiniLMEncoder
+
+    cut, whole = MiniLMEncoder(max_tokens=3), MiniLMEncoder(max_tokens=64)
+    texts = list(NEWS.corpus.values())
+    assert not np.allclose(cut.encode_documents(texts), whole.encode_documents(texts))
+    report = (tmp_path / "reports" / "eval.md").read_text()
+    assert "read documents cut at 3 tokens, 64 tokens" in report and "BM25 reads whole documents" in report
+
+
+@pytest.mark.parametrize("caps", [[], [0], [256, 256]])
+def test_doc_caps_must_be_distinct_positive_counts(tmp_path, caps):
+    from searchr3.eval.sets import evaluate_sets
+
+    write_news_set(tmp_path / "eval" / "news-test")
+    with pytest.raises(ValueError, match="doc_caps"):
+        evaluate_sets(tmp_path, EvaluateConfig(systems=["bm25"], reasoning=[], sets=None, doc_caps=caps), {})
+
+
+def test_the_gate_reads_dev_and_the_index_serves_test(tmp_path):
+    from searchr3.eval.sets import gate_dir, gate_set, search_dir
+
+    for name in ("code-dev", "code-test"):
+        write_news_set(tmp_path / "eval" / name)
+    unset = EvaluateConfig(gate_set=None, sets=None)
+    assert gate_set(unset, tmp_path) == "code-dev" and gate_dir(unset, tmp_path).name == "code-dev"
+    assert search_dir(unset, tmp_path).name == "code-test"
+    assert gate_set(EvaluateConfig(), tmp_path) == "codesearch-dev"  # the default names the dev set
 
 
 def test_command_hybrid_with_a_model_folder(tmp_path, capsys, tiny_model_dir):

@@ -13,10 +13,10 @@ import yaml
 from searchr3.cli import main
 from searchr3.model.card import base_model_of, datasets_of, model_card
 
-METRICS = {"scifact-test": {"bm25": {"split": "test", "queries": 300, "ndcg@10": 0.6650, "recall@100": 0.9, "mrr@10": 0.63},
-                            "rl": {"split": "test", "queries": 300, "ndcg@10": 0.512345, "recall@100": 0.88,
+METRICS = {"scifact-test": {"bm25": {"split": "test", "cap": None, "queries": 300, "ndcg@10": 0.6650, "recall@100": 0.9, "mrr@10": 0.63},
+                            "rl": {"split": "test", "cap": 256, "queries": 300, "ndcg@10": 0.512345, "recall@100": 0.88,
                                    "mrr@10": 0.47}},
-           "codesearch-dev": {"rl": {"split": "dev", "queries": 100, "ndcg@10": 0.61, "recall@100": 0.97, "mrr@10": 0.55}}}
+           "codesearch-dev": {"rl": {"split": "dev", "cap": 256, "queries": 100, "ndcg@10": 0.61, "recall@100": 0.97, "mrr@10": 0.55}}}
 DATA_MANIFEST = {"config": {"sources": [{"type": "beir", "path": "../shared/data/scifact"}, {"type": "codesearch"},
                                         {"type": "nq_open", "path": "x.jsonl.gz"}, {"type": "hf", "name": "mteb/nfcorpus"}]}}
 
@@ -55,7 +55,7 @@ def test_metadata_names_base_model_datasets_and_the_evaluation(trained_chain):
     assert by_set["scifact-test"]["dataset"]["split"] == "test"
     assert {m["type"]: m["value"] for m in by_set["scifact-test"]["metrics"]} == {
         "ndcg_at_10": 0.5123, "recall_at_100": 0.88, "mrr_at_10": 0.47}
-    assert "| scifact-test   | test  | bm25   |     300 |  0.6650 |" in card  # the full table, as in reports/eval.md
+    assert "| scifact-test   | test  | bm25   |   - |     300 |  0.6650 |" in card  # the full table, as in reports/eval.md
 
 
 def test_base_model_of_other_sources(tmp_path):

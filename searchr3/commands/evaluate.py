@@ -19,6 +19,8 @@ def register(subparsers) -> None:
                    help="fuse the dense ranking with BM25's (reciprocal-rank fusion, evaluate.rrf_k); minilm or a model folder")
     p.add_argument("--out", type=Path, default=None, help="write the result as JSON to this file")
     p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
+    p.add_argument("--cap", type=int, default=None,
+                   help="cut documents at N tokens for the dense system (default: the first of evaluate.doc_caps)")
     p.set_defaults(func=run)
 
 
@@ -51,6 +53,8 @@ def reproduce_command(args) -> str:
         parts.append("--hybrid")
     if args.max_queries is not None:
         parts += ["--max-queries", str(args.max_queries)]
+    if args.cap is not None:
+        parts += ["--cap", str(args.cap)]
     if args.out is not None:
         parts += ["--out", str(args.out)]
     return shlex.join(parts)
@@ -69,13 +73,16 @@ def run(args) -> int:
     if args.max_queries is not None and args.max_queries < 1:
         print("error: --max-queries must be at least 1", file=sys.stderr)
         return 2
+    if args.cap is not None and args.cap < 1:
+        print("error: --cap must be at least 1", file=sys.stderr)
+        return 2
     from searchr3.data.beir import load_beir
 
     eval_config, model_config, bm25_config = _settings(args)
     rs = load_beir(args.dataset, args.split)
     evaluation = evaluate_detailed(args.model, rs, args.reasoning, split=args.split, max_queries=args.max_queries,
                                    config=eval_config, model_config=model_config, bm25=bm25_config, progress=True,
-                                   hybrid=args.hybrid)
+                                   hybrid=args.hybrid, doc_cap=args.cap)
     if args.hybrid:
         evaluation.result["system"] += "+bm25"
     print(render_table([evaluation.result]))

@@ -92,8 +92,9 @@ def load_source(src: SourceConfig, seed: int, where: str = "data.sources", progr
         if missing:
             raise ConfigError(f"[{where}]: codesearch has splits {sorted(sets)}, not {missing}")
         return {s: check_set(sets[s], f"codesearch {s} set ({sets[s].meta.get('stdlib')})", limits) for s in splits}
+    carved = "dev" if src.dev_from_train else None  # built from the train split below, not read from the source
     out = {}
-    for split in dict.fromkeys(splits):
+    for split in dict.fromkeys(s for s in splits if s != carved):
         if src.type == "beir":
             out[split] = _call(load_beir, where, src.path, split, name=label, limits=limits, **src.options)
         elif src.type == "nq_open":
@@ -101,7 +102,24 @@ def load_source(src: SourceConfig, seed: int, where: str = "data.sources", progr
                                **src.options)
         else:
             out[split] = _call(load_hf, where, src.name or src.path, split, name=label, limits=limits, **src.options)
+    if carved:
+        out[carved] = carve_dev(out[src.train_split], src.dev_from_train, seed, where)
     return out
+
+
+def carve_dev(train: RetrievalSet, n: int, seed: int, where: str = "data.sources") -> RetrievalSet:
+    """A dev set of ``n`` seeded judged queries of ``train`` over its corpus (``dev_from_train``).
+
+    The training rows of those queries are dropped later by the leakage guard (an evaluation query never
+    trains), so no claim is in both. At least as many judged queries must remain to train on."""
+    judged = sorted(train.judged_queries(), key=lambda q: _hash_order(seed, train.name, "dev", q))
+    if n > len(judged) // 2:
+        raise ConfigError(f"[{where}]: dev_from_train={n} would leave fewer training queries than dev ones "
+                          f"({len(judged)} judged train queries)")
+    kept = set(judged[:n])
+    return RetrievalSet(name=train.name, corpus=train.corpus, queries={q: t for q, t in train.queries.items() if q in kept},
+                        qrels={q: train.qrels[q] for q in train.qrels if q in kept},
+                        meta={**train.meta, "split": "dev", "carved_from": "train", "dev_from_train": n})
 
 
 def cap_queries(rs: RetrievalSet, limit: int | None, seed: int) -> RetrievalSet:
@@ -282,8 +300,15 @@ def load_eval_set(folder: str | Path) -> RetrievalSet:
     return load_beir(folder, qrels[0].stem, name=folder.name)
 
 
-def dev_set(data_dir: str | Path) -> RetrievalSet | None:
-    """The first ``*-dev`` evaluation set (SFT's periodic dev evaluation), or None when the data has none."""
+def dev_set(data_dir: str | Path, name: str | None = None) -> RetrievalSet | None:
+    """The evaluation set SFT chooses its checkpoint on: ``name`` (``sft.dev_set``), else the first ``*-dev``
+    set, else None when the data has none. A ``name`` the data stage did not write is an error, not a fallback."""
+    if name:
+        folder = Path(data_dir) / EVAL_DIR / name
+        if not folder.is_dir():
+            raise ArtifactError(folder, None, "missing_file", f"sft.dev_set {name!r} is not an evaluation set of "
+                                f"the data stage (it wrote {[d.name for d in eval_set_dirs(data_dir)]})")
+        return load_eval_set(folder)
     dev = [d for d in eval_set_dirs(data_dir) if d.name.endswith("-dev")]
     return load_eval_set(dev[0]) if dev else None
 

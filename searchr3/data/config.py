@@ -33,6 +33,9 @@ class SourceConfig:
     train_split: str | None = "train"  # split mined into training rows; null: evaluation only
     eval_splits: list[str] = field(default_factory=lambda: ["test"])  # splits written as evaluation sets
     max_train: int | None = None  # cap on training queries taken from this source (seeded subset)
+    # N > 0: the "dev" evaluation split is carved out of the train split (N seeded judged queries over the train
+    # corpus), for a source without a dev split of its own (SciFact); those queries never train
+    dev_from_train: int = 0
     options: dict = field(default_factory=dict)  # extra keyword arguments of the loader (e.g. codesearch test_docs)
 
     def display_label(self) -> str:
@@ -62,6 +65,12 @@ class SourceConfig:
                 raise ConfigError(f"[{where}]: split name {split!r} may not contain '-' or '/'")
         if self.train_split is None and not self.eval_splits:
             raise ConfigError(f"[{where}]: neither train_split nor eval_splits: the source is unused")
+        if self.dev_from_train < 0:
+            raise ConfigError(f"[{where}]: dev_from_train must be >= 0, got {self.dev_from_train}")
+        if self.dev_from_train and (self.type == "codesearch" or not self.train_split or "dev" not in self.eval_splits):
+            raise ConfigError(f"[{where}]: dev_from_train carves the 'dev' evaluation split out of the train split: "
+                              "it needs train_split, 'dev' in eval_splits, and a source other than codesearch "
+                              "(which has a dev split of its own)")
 
 
 @dataclass

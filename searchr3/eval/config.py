@@ -14,9 +14,14 @@ class EvaluateConfig:
     # a name ending in +bm25 is that dense system fused with BM25 (reciprocal-rank fusion): "rl+bm25"
     systems: list[str] = field(default_factory=lambda: ["bm25", "minilm", "base", "sft", "rl", "rl+bm25"])
     reasoning: list[str] = field(default_factory=lambda: ["base", "sft", "rl"])  # also scored with reasoning (+reasoning)
-    sets: list[str] | None = field(default_factory=lambda: ["codesearch-test"])  # data/eval/<name> folders; null: all
+    sets: list[str] | None = field(default_factory=lambda: ["codesearch-dev", "codesearch-test"])  # data/eval/<name>; null: all
     max_queries: int | None = None  # per set; null: all judged queries
-    gate_set: str | None = "codesearch-test"  # set whose nDCG@10 the promotion gate reads; null: first *-test set
+    # documents are cut at the same number of tokens (each system's own tokenizer) by every dense system, ours and
+    # MiniLM alike; BM25 reads whole texts. The first cap is the headline one (rows named by system, the promotion
+    # gate's); each further cap adds rows "<system>@<cap>" (e.g. "rl@512")
+    doc_caps: list[int] = field(default_factory=lambda: [256])
+    gate_set: str | None = "codesearch-dev"  # set whose nDCG@10 the promotion gate reads (a dev set: test is reported,
+    #                                          never chosen on); null: the first *-dev set, else the first *-test set
     # how it is scored (the stage and `searchr3 evaluate`)
     top_k: int = 100  # documents retrieved per query (recall@100 needs at least 100)
     cache_dir: str = "cache/embeddings"  # document embeddings cached here, keyed by model checksum + corpus

@@ -17,7 +17,8 @@ from searchr3.eval.metrics import compute_metrics, per_query_metrics
 
 BASELINES = ("bm25", "minilm")
 HYBRID_SUFFIX = "+bm25"  # evaluate-stage name of a dense system fused with BM25 ("rl+bm25")
-RESULT_KEYS = ("dataset", "split", "system", "queries", "ndcg@10", "recall@100", "mrr@10")
+RESULT_KEYS = ("dataset", "split", "system", "cap", "queries", "ndcg@10", "recall@100", "mrr@10")
+CAP_SEPARATOR = "@"  # "rl@512": a system scored at a further document cap (evaluate.doc_caps[1:])
 REASONING_KEYS = ("fallbacks", "emission_rate", "mean_reasoning_tokens")
 
 
@@ -41,36 +42,44 @@ def judged_subset(rs: RetrievalSet, max_queries: int | None = None) -> Retrieval
     return RetrievalSet(name=rs.name, corpus=rs.corpus, queries=queries, qrels=qrels, meta=dict(rs.meta))
 
 
-def load_encoder(system: str, config: EvaluateConfig, model_config=None):
+def load_encoder(system: str, config: EvaluateConfig, model_config=None, doc_cap: int | None = None):
     """``minilm`` or a model folder loaded with ``Embedder.from_pretrained(path, config=model_config)``.
 
     ``model_config`` is the ``model:`` section (``searchr3.model.config.ModelConfig``): precision,
-    batch size, templates, max lengths; None uses its defaults.
+    batch size, templates, max lengths; None uses its defaults. ``doc_cap`` (default: the first of
+    ``config.doc_caps``) cuts documents at that many tokens, for MiniLM and our model alike.
     """
+    doc_cap = doc_cap or config.doc_caps[0]
     if system == "minilm":
         from searchr3.eval.minilm import MiniLMEncoder
 
-        return MiniLMEncoder(batch_size=config.minilm_batch_size)
+        return MiniLMEncoder(batch_size=config.minilm_batch_size, max_tokens=doc_cap)
     path = Path(system)
     if not path.is_dir():
         raise ArtifactError(path, None, "model_not_found",
                         f"--model must be {' or '.join(BASELINES)} or a model folder")
+    from dataclasses import replace
+
+    from searchr3.model.config import ModelConfig
     from searchr3.model.embedder import Embedder
 
-    return Embedder.from_pretrained(str(path), config=model_config)
+    return Embedder.from_pretrained(str(path), config=replace(model_config or ModelConfig(), max_doc_tokens=doc_cap))
 
 
 def evaluate_detailed(system: str, rs: RetrievalSet, reasoning: bool = False, *, split: str | None = None,
                       max_queries: int | None = None, config: EvaluateConfig | None = None, model_config=None,
                       bm25: Bm25Config | None = None, encoder=None, progress: bool = False,
-                      hybrid: bool = False) -> Evaluation:
+                      hybrid: bool = False, doc_cap: int | None = None) -> Evaluation:
     """Retrieve for every judged query of ``rs`` with ``system`` and score the run.
 
     ``config`` is the ``evaluate:`` section (top_k, cache_dir, minilm_batch_size), ``bm25`` the ``bm25:`` one;
     ``encoder`` overrides loading (``system`` is then only the label); ``split`` defaults to ``rs.meta["split"]``;
-    ``hybrid`` fuses the dense run with BM25's (reciprocal-rank fusion, ``config.rrf_k``).
+    ``hybrid`` fuses the dense run with BM25's (reciprocal-rank fusion, ``config.rrf_k``). ``doc_cap``: documents
+    cut at this many tokens by the dense side (default: the first of ``config.doc_caps``; an ``encoder`` given
+    by the caller keeps its own setting); BM25 reads whole texts, so BM25 alone reports ``cap`` None.
     """
     config = config or EvaluateConfig()
+    cap = doc_cap or config.doc_caps[0]
     if reasoning and system in BASELINES and encoder is None:
         raise ValueError(f"{system} cannot reason; --reasoning needs a trained model folder")
     if hybrid and system == "bm25" and encoder is None:
@@ -82,10 +91,13 @@ def evaluate_detailed(system: str, rs: RetrievalSet, reasoning: bool = False, *,
         from searchr3.eval.bm25 import bm25_search
 
         run = bm25_search(subset, k=config.top_k, config=bm25, progress=progress)
+        cap = None
     else:
         from searchr3.eval.dense import dense_search
 
-        encoder = encoder or load_encoder(system, config, model_config)
+        if encoder is None:
+            encoder = load_encoder(system, config, model_config, cap)
+        cap = getattr(encoder, "doc_cap", None)  # the cut the encoder applies (a caller's encoder keeps its own)
         dense = dense_search(encoder, subset, k=config.top_k, reasoning=reasoning,
                              cache_dir=config.cache_dir, progress=progress)
         run, traces = dense.run, dense.example_traces
@@ -99,7 +111,7 @@ def evaluate_detailed(system: str, rs: RetrievalSet, reasoning: bool = False, *,
             lexical = bm25_search(subset, k=config.top_k, config=bm25, progress=progress)
             run = rrf_runs([run, lexical], k=config.rrf_k, depth=config.top_k)
     result = {"dataset": rs.name, "split": split or rs.meta.get("split"), "system": system,
-              "queries": len(subset.queries), **compute_metrics(subset.qrels, run), **reasoning_stats}
+              "cap": cap, "queries": len(subset.queries), **compute_metrics(subset.qrels, run), **reasoning_stats}
     return Evaluation(result=result, per_query=per_query_metrics(subset.qrels, run), example_traces=traces)
 
 

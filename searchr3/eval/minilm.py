@@ -42,6 +42,7 @@ class MiniLMEncoder:
         self.folder = Path(folder) if folder else minilm_folder()
         self.batch_size = batch_size
         self.max_tokens = max_tokens
+        self.doc_cap = max_tokens  # documents cut at this many tokens (the evaluation's stated cap)
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         self.model = AutoModel.from_pretrained(self.folder).eval()
         self.settings_key = f"all-MiniLM-L6-v2 mean-pool l2 max_tokens={max_tokens}"

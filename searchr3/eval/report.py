@@ -51,9 +51,21 @@ def render_table(results: list[dict]) -> str:
     return "\n".join([line(columns), rule, *(line(row) for row in rows)])
 
 
+def caps_sentence(rows: list[dict]) -> str:
+    """How long the documents each system read were: the same cap for every dense system, stated once."""
+    caps = sorted({r["cap"] for r in rows if r.get("cap") is not None})
+    if not caps:
+        return "Every system read whole documents."
+    named = ", ".join(f"{c} tokens" for c in caps)
+    more = (f" (a system named `<system>@<cap>` read documents cut at that cap; the others at {caps[0]})"
+            if len(caps) > 1 else "")
+    return (f"Dense systems (MiniLM and ours alike) read documents cut at {named}, each in its own tokenizer, as the "
+            f"`cap` column says{more}; BM25 reads whole documents.")
+
+
 def write_report(path: str | Path, rows: list[dict], examples: list[tuple[str, str, str]]) -> Path:
     """``reports/eval.md``: the table of ``rows`` and up to two reasoning traces per (set, system), atomically."""
-    lines = ["# Evaluation report", "", render_table(rows), ""]
+    lines = ["# Evaluation report", "", caps_sentence(rows), "", render_table(rows), ""]
     if examples:
         lines += ["## Example reasoning traces", ""]
         lines += [f"- **{s}** on {ds}: {t.strip()[:400]!r}" for ds, s, t in examples]

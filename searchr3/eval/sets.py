@@ -10,25 +10,43 @@ from searchr3.data.bm25 import Bm25Config
 from searchr3.data.build import eval_set_dirs, load_eval_set
 from searchr3.data.errors import ArtifactError
 from searchr3.eval.config import EvaluateConfig
-from searchr3.eval.evaluate import HYBRID_SUFFIX, evaluate_detailed
+from searchr3.eval.evaluate import CAP_SEPARATOR, HYBRID_SUFFIX, evaluate_detailed
 from searchr3.paths import PATHS
 
 log = logging.getLogger(__name__)
 
 
 def gate_dir(config: EvaluateConfig, data_dir: str | Path = PATHS["data"]) -> Path:
-    """The folder of ``config.gate_set``; unset: the first ``*-test`` set, else the first set."""
+    """The folder of ``config.gate_set``; unset: the first ``*-dev`` set, else the first ``*-test`` set, else the first."""
     name = config.gate_set
     dirs = eval_set_dirs(data_dir)
-    chosen = [d for d in dirs if d.name == name] if name else [d for d in dirs if d.name.endswith("-test")] or dirs
+    chosen = ([d for d in dirs if d.name == name] if name else
+              [d for d in dirs if d.name.endswith("-dev")] or [d for d in dirs if d.name.endswith("-test")] or dirs)
     if not chosen:
         raise ArtifactError(f"{data_dir}/eval", None, "missing_file", f"no evaluation set {name or ''} (run the data stage)")
     return chosen[0]
 
 
+def search_dir(config: EvaluateConfig, data_dir: str | Path = PATHS["data"]) -> Path:
+    """The set whose corpus the index stage indexes for search and serving: the first ``*-test`` set scored
+    (``evaluate.sets``; the held-out corpus the report describes), else the gate set's folder."""
+    tests = [d for d in eval_set_dirs(data_dir) if d.name.endswith("-test") and (not config.sets or d.name in config.sets)]
+    return tests[0] if tests else gate_dir(config, data_dir)
+
+
 def gate_set(config: EvaluateConfig, data_dir: str | Path = PATHS["data"]) -> str:
     """The name of the set whose metric the promotion gate reads (``evaluate.gate_set``, or :func:`gate_dir`'s)."""
     return config.gate_set or gate_dir(config, data_dir).name
+
+
+def _scored(config: EvaluateConfig) -> list[tuple[str, bool, int]]:
+    """(system, reasoning, document cap) in scoring order: every system at the headline cap (with reasoning too for
+    ``config.reasoning``), then the dense systems at each further cap."""
+    if not config.doc_caps or any(c < 1 for c in config.doc_caps) or len(set(config.doc_caps)) != len(config.doc_caps):
+        raise ValueError(f"evaluate.doc_caps must be distinct token counts >= 1, got {config.doc_caps}")
+    head, *more = config.doc_caps
+    out = [(s, r, head) for s in config.systems for r in ([False, True] if s in config.reasoning else [False])]
+    return out + [(s, False, cap) for cap in more for s in config.systems if s != "bm25"]
 
 
 @dataclass
@@ -42,6 +60,9 @@ def evaluate_sets(data_dir: str | Path, config: EvaluateConfig, models: dict[str
                   bm25: Bm25Config | None = None, progress: bool = False) -> SetsEvaluation:
     """Score every ``config.systems`` entry (with reasoning too for ``config.reasoning``) on every selected set.
 
+    Dense systems read documents cut at ``config.doc_caps[0]`` tokens; each further cap scores the dense systems
+    again (without reasoning, whose queries do not depend on the cap) as ``<system>@<cap>``.
+
     ``models`` maps a system name to its model folder (``searchr3.paths.MODELS``); a missing folder is skipped
     with a warning. Other systems (``bm25``, ``minilm``, a folder) go to ``evaluate_detailed`` as they are.
     """
@@ -51,20 +72,22 @@ def evaluate_sets(data_dir: str | Path, config: EvaluateConfig, models: dict[str
             continue
         rs = load_eval_set(folder)
         out.results[folder.name] = {}
-        for system in config.systems:
+        for system, reasoning, cap in _scored(config):
             dense, hybrid = system.removesuffix(HYBRID_SUFFIX), system.endswith(HYBRID_SUFFIX)  # rl+bm25: fused
-            for reasoning in ([False, True] if system in config.reasoning else [False]):
-                name = system + ("+reasoning" if reasoning else "")
-                target = models.get(dense, dense)
-                if dense in models and not Path(target).is_dir():
-                    log.warning("skipping %s: %s does not exist", name, target)
-                    continue
-                log.info("evaluating %s on %s", name, folder.name)
-                ev = evaluate_detailed(target, rs, reasoning, max_queries=config.max_queries, config=config,
-                                       model_config=model_config, bm25=bm25, progress=progress, hybrid=hybrid)
-                out.results[folder.name][name] = {k: v for k, v in ev.result.items() if k not in ("dataset", "system")}
-                out.rows.append({**ev.result, "system": name})
-                out.examples += [(folder.name, name, t) for t in ev.example_traces[:2]]
+            name = system + ("+reasoning" if reasoning else "")
+            if cap != config.doc_caps[0]:
+                name += f"{CAP_SEPARATOR}{cap}"
+            target = models.get(dense, dense)
+            if dense in models and not Path(target).is_dir():
+                log.warning("skipping %s: %s does not exist", name, target)
+                continue
+            log.info("evaluating %s on %s", name, folder.name)
+            ev = evaluate_detailed(target, rs, reasoning, max_queries=config.max_queries, config=config,
+                                   model_config=model_config, bm25=bm25, progress=progress, hybrid=hybrid,
+                                   doc_cap=cap)
+            out.results[folder.name][name] = {k: v for k, v in ev.result.items() if k not in ("dataset", "system")}
+            out.rows.append({**ev.result, "system": name})
+            out.examples += [(folder.name, name, t) for t in ev.example_traces[:2]]
     if not out.results:
         raise ArtifactError(f"{data_dir}/eval", None, "missing_file", "no evaluation sets found (run the data stage)")
     return out

@@ -35,7 +35,7 @@ class ModelConfig:
     precision: str = "auto"  # auto (embedder.auto_dtype: bf16 on CUDA / native-bf16 CPUs, else only if measured faster) | fp32 | bf16
     batch_size: int = 16  # texts per generation batch (and per encoding batch for models without packed attention)
     batch_tokens: int = 2048  # encoding: texts are packed end to end (no padding), up to this many tokens per forward pass
-    max_doc_tokens: int = 128  # document text is truncated to this many tokens (the template is kept whole)
+    max_doc_tokens: int = 256  # document text is truncated to this many tokens (the template is kept whole)
     max_query_tokens: int = 64
     max_new_tokens: int = 48  # reasoning length cap
     temperature: float = 0.0  # reasoning at evaluation: 0 = greedy

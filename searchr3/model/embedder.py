@@ -208,6 +208,11 @@ class Embedder:
         return verify_model(self.path) or weights_sha256(self.path)
 
     @property
+    def doc_cap(self) -> int:
+        """Documents are cut at this many tokens (the template is kept whole): the evaluation's stated cap."""
+        return self.config.max_doc_tokens
+
+    @property
     def settings_key(self) -> str:
         """Everything besides the weights that changes a document vector (for caches)."""
         return json.dumps({"template": self.config.templates.document, "max_doc_tokens": self.config.max_doc_tokens,

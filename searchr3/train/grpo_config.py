@@ -24,7 +24,7 @@ class GRPOConfig:
     temperature: float = 0.8  # sampling temperature of the traces (> 0); log-probs, ratio and KL use the same temperature
     #                           (the trace length cap is model.max_new_tokens, the one evaluation uses)
     max_query_tokens: int = 64  # query text is truncated to this many tokens inside the prompt (= model.max_query_tokens)
-    max_doc_tokens: int = 128  # document text truncated to this many tokens (index encoding and the InfoNCE term)
+    max_doc_tokens: int = 256  # document text truncated to this many tokens (index encoding and the InfoNCE term)
     lr: float = 1.0e-4  # LoRA default; use about 1e-5 for mode: full
     token_lr_scale: float = 10.0  # mode lora: the embed token's row (input and tied output) trains at lr x this
     warmup_steps: int = 2  # linear warm-up, then linear decay to 0.1 x lr at the last step

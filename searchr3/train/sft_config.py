@@ -20,7 +20,7 @@ class SFTConfig:
     max_grad_norm: float = 1.0
     negatives_per_query: int = 1  # mined hard negatives used per query (<= what the data stage mined)
     max_query_tokens: int = 64  # = model.max_query_tokens: the cut inference uses
-    max_doc_tokens: int = 128
+    max_doc_tokens: int = 256  # = model.max_doc_tokens and evaluate.doc_caps[0]: trained at the cut it is scored at
     max_trace_tokens: int = 32
     doc_grad: bool = False  # back-propagate through the document side too (GPU); False: documents encoded without grad (CPU default)
     temperature: float = 0.05  # InfoNCE τ
@@ -41,6 +41,7 @@ class SFTConfig:
     precision: str = "auto"  # bf16 autocast: auto | bf16 | fp32
     gradient_checkpointing: bool = False
     eval_every: int = 24  # dev nDCG@10 every N steps (and at the end); best checkpoint is exported
+    dev_set: str | None = None  # evaluation set (data/eval/<name>) the best checkpoint is chosen on; null: first *-dev
     dev_max_queries: int = 100
     dev_max_docs: int = 300  # dev corpus cap during training (positives always kept)
     checkpoint_every: int = 10
