@@ -33,8 +33,7 @@ import logging
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -51,6 +50,7 @@ from searchr3.model.embedder import LabelledSequence, Reasoning, pad_labelled
 from searchr3.model.padding import pad_batch
 from searchr3.train import common
 from searchr3.train.advantages import group_advantages
+from searchr3.train.common import PhaseTimer
 from searchr3.train.grpo_config import GRPOConfig
 from searchr3.train.losses.clipped_policy import ClippedPolicyLoss, masked_sequence_mean
 from searchr3.train.losses.infonce import InfoNCELoss, has_negatives
@@ -316,22 +316,6 @@ def nce_loss(trainee: Trainee, rows: list[dict], loss_fn: InfoNCELoss, config: G
         d_hidden = common.hidden_and_logits(model, d_ids, d_mask, d_pos, False)[0]
         d_vec = common.pool(d_hidden, d_ids, e.embed_token_id).view(len(rows), 1 + k, -1)
     return loss_fn(q_vec, d_vec[:, 0], d_vec[:, 1:] if k else None, infonce_ignore(rows, k, positives))
-
-
-class PhaseTimer:
-    """Wall seconds of each named phase, measured around the phase itself: ``with timer("score"): ...``."""
-
-    def __init__(self):
-        self.started, self.seconds = time.perf_counter(), {}
-
-    @contextmanager
-    def __call__(self, phase: str) -> Iterator[None]:
-        started = time.perf_counter()
-        yield
-        self.seconds[phase] = time.perf_counter() - started
-
-    def metrics(self) -> dict[str, float]:
-        return {f"time/{p}_s": s for p, s in self.seconds.items()} | {"time/step_s": time.perf_counter() - self.started}
 
 
 def step_metrics(reasoning: Reasoning, scores: Scores, rewards: Rewards, group_size: int) -> dict[str, float]:
