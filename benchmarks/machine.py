@@ -113,3 +113,34 @@ def missing_inputs(data: Path, data_file: str, model_dir: Path) -> bool:
               f"or pass --model PATH", file=sys.stderr)
         return True
     return False
+
+
+# SmolLM2-135M(-Instruct)'s architecture with the embed token (config.json of models/base): what the speed figures
+# are about when the real weights are not at hand (speed does not depend on the weights' values).
+SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                    num_key_value_heads=3, head_dim=64, vocab_size=49153, max_position_embeddings=8192,
+                    rms_norm_eps=1e-5, rope_parameters={"rope_theta": 100000.0, "rope_type": "default"},
+                    tie_word_embeddings=True)
+
+
+def model_dir_or_random(model_dir: Path, tmp: Path) -> tuple[Path, str]:
+    """``model_dir`` when it holds a model; else SmolLM2-135M's architecture with random weights, built in ``tmp``
+    (tokenizer: the tiny byte-level BPE of ``searchr3.model.tiny``, so texts tokenise longer than with SmolLM2's;
+    the profiles' token caps keep the shapes). Returns the folder and a line saying which it is."""
+    if (model_dir / "config.json").is_file():
+        return model_dir, f"{model_dir} (real weights)"
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from searchr3.model.materialize import materialize
+    from searchr3.model.tiny import build_tiny_raw
+
+    raw = build_tiny_raw(tmp / "tokenizer")
+    tok = AutoTokenizer.from_pretrained(raw)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**SMOLLM2_135M, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                         pad_token_id=tok.pad_token_id))
+    model.save_pretrained(tmp / "raw")
+    tok.save_pretrained(tmp / "raw")
+    materialize(str(tmp / "raw"), tmp / "model")
+    return tmp / "model", (f"no model at {model_dir}: SmolLM2-135M's architecture with random weights "
+                           "(tiny byte-level tokenizer; speed only)")

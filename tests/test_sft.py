@@ -243,7 +243,8 @@ def test_packed_batch_gives_the_padded_loss_and_gradients(tiny_model_dir, mode, 
     out = {}
     for packed in (False, True):
         batch = SFTBatchBuilder(trainee.embedder, cfg, TRACES, packed=packed).build(rows)
-        result = compute_loss(trainee.model, batch, loss_fn, trainee.embed_id, cfg, trainee.reference)
+        result = compute_loss(trainee.model, batch, loss_fn, trainee.embed_id, cfg, trainee.reference,
+                              merged=trainee.merged if packed else None)
         result.total.backward()
         grads = {n: p.grad.clone() for n, p in trainee.model.named_parameters() if p.grad is not None}
         trainee.optimizer.zero_grad(set_to_none=True)
@@ -255,3 +256,29 @@ def test_packed_batch_gives_the_padded_loss_and_gradients(tiny_model_dir, mode, 
     assert set(g_padded) == set(g_packed) and len(g_packed) > 0
     for name, grad in g_padded.items():
         torch.testing.assert_close(g_packed[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_merged_lora_gives_the_unmerged_outputs_and_puts_the_weights_back(tiny_model_dir):
+    from searchr3.train.trainer_setup import load_trainee, merged_lora
+
+    trainee = load_trainee(tiny_model_dir, ModelConfig(), config(mode="lora"))
+    with torch.no_grad():
+        for p in trainee.params:  # LoRA's B starts at 0: make the adapters do something
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
+    before = {k: v.clone() for k, v in trainee.model.state_dict().items()}
+    texts = [r["positive"] for r in toy_rows(5)]
+    with torch.no_grad():
+        plain = trainee.embedder.encode_documents(texts)
+        with merged_lora(trainee.model):
+            merged = trainee.embedder.encode_documents(texts)
+        again = trainee.embedder.encode_documents(texts)  # the adapters run again after the block
+        with trainee.reference():
+            base = trainee.embedder.encode_documents(texts)
+    np.testing.assert_allclose(merged, plain, atol=1e-5)
+    np.testing.assert_array_equal(again, plain)
+    assert np.abs(base - plain).max() > 1e-3  # the adapters change the vectors, and merging kept that change
+    after = trainee.model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())  # bit for bit: swapped back, not subtracted
+    with pytest.raises(RuntimeError, match="without gradient"):
+        with merged_lora(trainee.model):
+            pass

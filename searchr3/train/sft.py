@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -125,13 +125,15 @@ Reference = Callable[[], AbstractContextManager[torch.nn.Module]]
 
 
 def compute_loss(model, batch: dict, loss_fn: CompositeLoss, embed_id: int, config: SFTConfig,
-                 reference: Reference | None = None, timer: common.PhaseTimer | None = None):
+                 reference: Reference | None = None, timer: common.PhaseTimer | None = None,
+                 merged: Reference | None = None):
     """The composite loss of one built batch; ``reference`` (``Trainee.reference``) is needed for the KL term.
 
-    ``timer`` (measurement) times the phases: query, documents, reference, loss. LM logits are computed only where
-    a target is (packed) or from the first labelled position on (padded; the prompts need none)."""
+    ``timer`` (measurement) times the phases: query, documents, reference, loss. ``merged`` (``Trainee.merged``)
+    wraps the document pass when it runs without gradient. LM logits are computed only where a target is
+    (packed) or from the first labelled position on (padded; the prompts need none)."""
     if batch.get("packed"):
-        return _compute_loss_packed(model, batch, loss_fn, embed_id, config, reference, timer)
+        return _compute_loss_packed(model, batch, loss_fn, embed_id, config, reference, timer, merged)
     q_ids, q_mask, q_pos = batch["q"]
     labels, kl_labels = batch["labels"], batch["kl_labels"]
     want_logits = config.lambda_ce > 0 or config.lambda_kl > 0
@@ -158,7 +160,7 @@ def compute_loss(model, batch: dict, loss_fn: CompositeLoss, embed_id: int, conf
 
 
 def _compute_loss_packed(model, batch: dict, loss_fn: CompositeLoss, embed_id: int, config: SFTConfig,
-                         reference: Reference | None, timer: common.PhaseTimer | None):
+                         reference: Reference | None, timer: common.PhaseTimer | None, merged: Reference | None):
     """``compute_loss`` of a packed batch: the same terms over the same tokens, without padding; the LM head runs
     only at the positions that predict a target, the reference only over the rows with a KL target (compact
     tensors, ``common.compact_logits``; reference rows of other positions are zeros that the KL never reads)."""
@@ -169,7 +171,9 @@ def _compute_loss_packed(model, batch: dict, loss_fn: CompositeLoss, embed_id: i
         hidden = common.packed_hidden(model, q)
         logits = common.compact_logits(model, hidden[batch["positions"]]) if want_logits else None
         q_vec = common.packed_pool(hidden, q, embed_id)
-    with common.phase(timer, "documents"), torch.set_grad_enabled(config.doc_grad and torch.is_grad_enabled()):
+    doc_grad = config.doc_grad and torch.is_grad_enabled()
+    with common.phase(timer, "documents"), torch.set_grad_enabled(doc_grad), \
+            (merged() if merged is not None and not doc_grad else nullcontext()):
         d_vec = common.packed_pool(common.packed_hidden(model, batch["d"]), batch["d"], embed_id)
         d_vec = d_vec.view(len(q_vec), 1 + batch["k"], -1)
     ref_logits = None
@@ -198,7 +202,7 @@ def sft_order(n_rows: int, config: SFTConfig, warmup: int, traced: set[int] | No
 def keep_traces(trainee: Trainee, rows: list[dict], candidates: list[dict], config: SFTConfig) -> tuple[dict[str, str], dict]:
     """Score the candidates with the model being trained (``traces.score_candidates``); the best kept one per query."""
     trainee.model.eval()
-    with torch.no_grad(), trainee.autocast():
+    with torch.no_grad(), trainee.autocast(), trainee.merged():
         scored = score_candidates(trainee.embedder, rows, candidates, config.max_query_tokens, config.max_trace_tokens)
     trainee.model.train()
     kept = best_kept(scored)
@@ -211,7 +215,7 @@ def dev_ndcg(trainee: Trainee, dev: RetrievalSet) -> float:
     from searchr3.eval.metrics import compute_metrics
 
     trainee.model.eval()
-    with torch.no_grad(), trainee.autocast():
+    with torch.no_grad(), trainee.autocast(), trainee.merged():
         result = dense_search(trainee.embedder, dev, k=100, cache_dir=None)
     trainee.model.train()
     return compute_metrics(dev.qrels, result.run)["ndcg@10"]
@@ -237,7 +241,7 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
     candidates = traces or []
     warmup = min(config.trace_warmup_steps, config.steps) if candidates else 0
     positives = known_positives(train_rows)
-    builder = SFTBatchBuilder(trainee.embedder, config, {}, positives, packed=trainee.embedder.packing)
+    builder = SFTBatchBuilder(trainee.embedder, config, {}, positives, packed=trainee.packed)
     loss_fn = CompositeLoss(config.lambda_ce, config.lambda_kl, config.lambda_nce, config.lambda_tri,
                             temperature=config.temperature, in_batch_negatives=config.in_batch_negatives, margin=config.margin)
 
@@ -270,7 +274,8 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
         chunks = [rows[i:i + micro] for i in range(0, len(rows), micro)]
         for chunk in chunks:
             with trainee.autocast():
-                result = compute_loss(model, builder.build(chunk), loss_fn, embed_id, config, trainee.reference)
+                result = compute_loss(model, builder.build(chunk), loss_fn, embed_id, config, trainee.reference,
+                                      merged=trainee.merged)
             (result.total / len(chunks)).backward()
             for k, v in (result.components | {"total": float(result.total.detach())}).items():
                 totals[k] = totals.get(k, 0.0) + v / len(chunks)

@@ -42,6 +42,16 @@ class Trainee:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     bf16: bool  # bf16 autocast (``precision``); the weights stay fp32
+    # The step's speed-ups (docs/performance.md): passes packed without padding where the model supports it, LoRA
+    # merged for passes without gradient, one prompt pass per GRPO group, document vectors from the live index when
+    # they are the current policy's. False runs the step as it was before them (the benchmarks time both; tests
+    # check that both give the same results to float rounding).
+    fast: bool = True
+
+    @property
+    def packed(self) -> bool:
+        """Whether the trainers' passes are packed (``fast`` and a model with packed attention)."""
+        return self.fast and self.embedder.packing
 
     @property
     def device(self) -> torch.device:
@@ -65,19 +75,19 @@ class Trainee:
 
     def merged(self):
         """For passes without gradient: the LoRA layers run as one matmul each (``merged_lora``); a no-op in full
-        fine-tuning."""
-        return merged_lora(self.model) if self.frozen is None else nullcontext()
+        fine-tuning or without ``fast``."""
+        return merged_lora(self.model) if self.fast and self.frozen is None else nullcontext()
 
     def encode_documents(self, texts: list[str], batch_size: int) -> np.ndarray:
         """Document vectors from the current weights (eval mode, no gradient)."""
         self.model.eval()
-        with self.autocast():
+        with self.autocast(), torch.no_grad(), self.merged():
             return self.embedder.encode_documents(texts, batch_size=batch_size)
 
     def encode_queries(self, texts: list[str], batch_size: int) -> np.ndarray:
         """Direct-query vectors from the current weights (eval mode, no gradient)."""
         self.model.eval()
-        with self.autocast():
+        with self.autocast(), torch.no_grad(), self.merged():
             return self.embedder.encode_queries(texts, batch_size=batch_size).vectors
 
     def optimizer_step(self, max_grad_norm: float) -> float:
