@@ -7,8 +7,9 @@ step paths run interleaved on the same rows, step after step:
   main  the step as it was on main before the packed path: padded batches (right padding to the longest
         row), the LM head over every position from the earliest target on, the reference pass over every
         row, AdamW with torch's default per-tensor loop;
-  ours  what ``train_sft`` runs now (``SFTBatchBuilder(packed=True)``: no padding, attention per sequence,
-        the LM head only where a target is, the reference only over rows with a KL target) and the
+  ours  what ``train_sft`` runs now (``Trainee.fast``; ``SFTBatchBuilder(packed=True)``: no padding,
+        attention per sequence, the LM head only where a target is, the reference only over rows with a KL
+        target; the document pass without gradient with LoRA merged, ``trainer_setup.merged_lora``) and the
         trainee's optimizer (``trainer_setup.load_trainee``).
 
 Rows: SciFact train queries (../shared/data/scifact), each with its positive and seeded random documents as
@@ -146,11 +147,13 @@ def main(argv=None) -> int:
               f"doc_grad {cfg.doc_grad}, lambda_kl {cfg.lambda_kl}, {kind}; {steps} timed steps per path after 1 warm-up")
 
         def one_step(path: str, batch_rows: list[dict]) -> tuple[dict, dict]:
+            trainee.fast = path == "ours"  # merged LoRA for the document pass (Trainee.merged) only on ours
             timer = common.PhaseTimer()
             with timer("build"):
                 batch = builders[path].build(batch_rows)
             with trainee.autocast():
-                result = compute_loss(trainee.model, batch, loss_fn, trainee.embed_id, cfg, trainee.reference, timer)
+                result = compute_loss(trainee.model, batch, loss_fn, trainee.embed_id, cfg, trainee.reference, timer,
+                                      merged=trainee.merged)
             with timer("backward"):
                 result.total.backward()
             with timer("optimizer"):
@@ -161,9 +164,12 @@ def main(argv=None) -> int:
 
         # same batch, both paths, before any timing: the losses must agree (the comparison is void otherwise)
         check = rows[: cfg.batch_size]
-        with torch.no_grad(), trainee.autocast():
-            got = {p: compute_loss(trainee.model, builders[p].build(check), loss_fn, trainee.embed_id, cfg,
-                                   trainee.reference).components for p in builders}
+        got = {}
+        for p in builders:
+            trainee.fast = p == "ours"
+            with torch.no_grad(), trainee.autocast():
+                got[p] = compute_loss(trainee.model, builders[p].build(check), loss_fn, trainee.embed_id, cfg,
+                                      trainee.reference, merged=trainee.merged).components
         for term, value in got["main"].items():
             if abs(got["ours"][term] - value) > 1e-4 * max(1.0, abs(value)):
                 print(f"error: profile {profile}: {term} {got['ours'][term]:.6f} (ours) vs {value:.6f} (main) on the same "
