@@ -34,7 +34,6 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -317,7 +316,7 @@ def policy_backward(trainee: Trainee, scores: Scores, active: list[int], advanta
     total = {"policy": 0.0, "kl_penalty": 0.0} | ({"trace_nce": 0.0} if nce_on else {})
     clipped_tokens, tokens = 0.0, 0
     for part in chunks(covered, config.micro_batch):
-        with trainee.autocast():
+        with trainee.autocast(), trainee.merged():
             rows, vec = sequence_logprobs(trainee, trainee.model, [scores.seqs[i] for i in part],
                                           e.embed_token_id if nce_on else None, config.temperature)
         loss = 0.0
@@ -355,7 +354,8 @@ def nce_loss(trainee: Trainee, rows: list[dict], loss_fn: InfoNCELoss, config: G
     queries = e.tokenize_queries([r["query"] for r in rows])
     if trainee.packed:
         q = common.pack_sequences(queries, e.device)
-        q_vec = common.packed_pool(common.packed_hidden(model, q), q, e.embed_token_id)
+        with trainee.merged():
+            q_vec = common.packed_pool(common.packed_hidden(model, q), q, e.embed_token_id)
     else:
         q_ids, q_mask, q_pos = pad_batch(queries, e.pad_id, "right", e.device)
         q_vec = common.pool(common.hidden_and_logits(model, q_ids, q_mask, q_pos, False)[0], q_ids, e.embed_token_id)
@@ -369,7 +369,7 @@ def nce_loss(trainee: Trainee, rows: list[dict], loss_fn: InfoNCELoss, config: G
         with torch.set_grad_enabled(config.nce_doc_grad):
             if trainee.packed:
                 d = common.pack_sequences(docs, e.device)
-                with trainee.merged() if not config.nce_doc_grad else nullcontext():
+                with trainee.merged():
                     d_vec = common.packed_pool(common.packed_hidden(model, d), d, e.embed_token_id)
             else:
                 d_ids, d_mask, d_pos = pad_batch(docs, e.pad_id, "right", e.device)

@@ -130,7 +130,7 @@ def compute_loss(model, batch: dict, loss_fn: CompositeLoss, embed_id: int, conf
     """The composite loss of one built batch; ``reference`` (``Trainee.reference``) is needed for the KL term.
 
     ``timer`` (measurement) times the phases: query, documents, reference, loss. ``merged`` (``Trainee.merged``)
-    wraps the document pass when it runs without gradient. LM logits are computed only where a target is
+    wraps the policy's passes of a packed batch (LoRA layers as one matmul). LM logits are computed only where a target is
     (packed) or from the first labelled position on (padded; the prompts need none)."""
     if batch.get("packed"):
         return _compute_loss_packed(model, batch, loss_fn, embed_id, config, reference, timer, merged)
@@ -167,13 +167,13 @@ def _compute_loss_packed(model, batch: dict, loss_fn: CompositeLoss, embed_id: i
     q, labels, kl_labels = batch["q"], batch["labels"], batch["kl_labels"]
     want_logits = config.lambda_ce > 0 or config.lambda_kl > 0
     want_kl = config.lambda_kl > 0 and batch["ref"] is not None
+    merged = merged or nullcontext
     with common.phase(timer, "query"):
-        hidden = common.packed_hidden(model, q)
+        with merged():
+            hidden = common.packed_hidden(model, q)
         logits = common.compact_logits(model, hidden[batch["positions"]]) if want_logits else None
         q_vec = common.packed_pool(hidden, q, embed_id)
-    doc_grad = config.doc_grad and torch.is_grad_enabled()
-    with common.phase(timer, "documents"), torch.set_grad_enabled(doc_grad), \
-            (merged() if merged is not None and not doc_grad else nullcontext()):
+    with common.phase(timer, "documents"), torch.set_grad_enabled(config.doc_grad and torch.is_grad_enabled()), merged():
         d_vec = common.packed_pool(common.packed_hidden(model, batch["d"]), batch["d"], embed_id)
         d_vec = d_vec.view(len(q_vec), 1 + batch["k"], -1)
     ref_logits = None

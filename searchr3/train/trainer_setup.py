@@ -74,9 +74,12 @@ class Trainee:
         return common.autocast(self.bf16, self.device)
 
     def merged(self):
-        """For passes without gradient: the LoRA layers run as one matmul each (``merged_lora``); a no-op in full
-        fine-tuning or without ``fast``."""
-        return merged_lora(self.model) if self.fast and self.frozen is None else nullcontext()
+        """LoRA layers as one matmul each with the merged weight: ``merged_lora`` for passes without gradient,
+        ``lora_one_matmul`` (autograd through the merge) for passes with; a no-op in full fine-tuning or without
+        ``fast``. Enter it after ``torch.no_grad()`` where there is one, and only around the policy's own passes."""
+        if not self.fast or self.frozen is not None:
+            return nullcontext()
+        return lora_one_matmul(self.model) if torch.is_grad_enabled() else merged_lora(self.model)
 
     def encode_documents(self, texts: list[str], batch_size: int) -> np.ndarray:
         """Document vectors from the current weights (eval mode, no gradient)."""
@@ -118,21 +121,18 @@ def merged_lora(model) -> Iterator[None]:
     temporary weight, instead of ``W x + scaling * B (A x)``: 210 layers x (two thin matmuls + a scale + an add)
     per pass cost more than the merge. Afterwards the original weight tensors are put back (swapped, not
     subtracted, so the base weights never drift). The outputs equal the unmerged pass to float rounding."""
-    from peft.tuners.lora import LoraLayer
-
     if torch.is_grad_enabled():
         raise RuntimeError("merged_lora is for passes without gradient (the LoRA weights would get none)")
     swapped = []
     try:
         for module in model.modules():
-            if not isinstance(module, LoraLayer) or module.disable_adapters or module.merged:
+            adapters = _mergeable(module)
+            if not adapters:
                 continue
             base = module.get_base_layer()
-            adapters = [a for a in module.active_adapters if a in module.lora_A]
-            if not isinstance(base, torch.nn.Linear) or not adapters:
-                continue
-            weight = base.weight
-            merged = weight.detach() + sum(module.get_delta_weight(a) for a in adapters)
+            weight = merged = base.weight
+            for a in adapters:
+                merged = torch.addmm(merged, module.lora_B[a].weight, module.lora_A[a].weight, alpha=module.scaling[a])
             base.weight = torch.nn.Parameter(merged, requires_grad=False)
             module._disable_adapters = True
             swapped.append((module, base, weight))
@@ -141,6 +141,53 @@ def merged_lora(model) -> Iterator[None]:
         for module, base, weight in swapped:
             base.weight = weight
             module._disable_adapters = False
+
+
+def _mergeable(module) -> list[str] | None:
+    """The active adapters of a plain LoRA ``Linear`` (no dropout, DoRA, bias or fan-in-fan-out), else None."""
+    from peft.tuners.lora import LoraLayer
+
+    if not isinstance(module, LoraLayer) or module.disable_adapters or module.merged:
+        return None
+    adapters = [a for a in module.active_adapters if a in module.lora_A]
+    if (not adapters or not isinstance(module.get_base_layer(), torch.nn.Linear) or getattr(module, "fan_in_fan_out", False)
+            or any(not isinstance(module.lora_dropout[a], torch.nn.Identity) or module.use_dora.get(a)
+                   or module.lora_bias.get(a) for a in adapters)):
+        return None
+    return adapters
+
+
+@contextmanager
+def lora_one_matmul(model) -> Iterator[None]:
+    """Within the block (passes with gradient), each plain LoRA layer computes ``x (W + scaling * B @ A)^T`` with
+    autograd through the merge, instead of ``x W^T + scaling * (x A^T) B^T``. Forward: one large matmul (plus the
+    rank-16 merge) instead of one large and two thin ones and two element-wise passes over the output; backward:
+    the merged weight's gradient (one large matmul) from which A's and B's follow, instead of four thin matmuls.
+    The same gradients to float rounding. A layer whose adapters are disabled inside the block (the reference)
+    runs its base layer, as unpatched."""
+    patched = []
+
+    def one_matmul(module, adapters):
+        def forward(x, *args, **kwargs):
+            base = module.get_base_layer()
+            if module.disable_adapters:
+                return base(x, *args, **kwargs)
+            weight = base.weight
+            for a in adapters:
+                weight = torch.addmm(weight, module.lora_B[a].weight, module.lora_A[a].weight, alpha=module.scaling[a])
+            return torch.nn.functional.linear(x, weight, base.bias)
+        return forward
+
+    try:
+        for module in model.modules():
+            adapters = _mergeable(module)
+            if adapters:
+                module.forward = one_matmul(module, adapters)
+                patched.append(module)
+        yield
+    finally:
+        for module in patched:
+            del module.forward  # the class's forward again
 
 
 def load_trainee(start_dir: str | Path, model_config: ModelConfig, config, **embedder_overrides) -> Trainee:
