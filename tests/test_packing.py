@@ -87,3 +87,20 @@ def test_packed_attention_switch_is_restored(embedder):
     assert embedder.model.config._attn_implementation == before
     # a normal padded forward still works afterwards (generation relies on it)
     assert embedder.forward_embeddings(embedder.tokenize_documents(DOCS[:2])).shape[0] == 2
+
+
+def test_shared_prefix_pack_gives_each_sequence_its_own_hidden_states(tiny_model_dir):
+    """GRPO's groups: sequences that start with the same prompt get it packed once; every token's hidden state is
+    the one the whole sequence gives alone (the continuation attends to the prompt, positions continue it)."""
+    from searchr3.train import common
+
+    e = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
+    a, b = e.tokenize_reasoning_prompts(["alpha beta", "search engines rank documents"])
+    seqs = [a + [5, 6, 7], b + [8], a + [9, 10], a, b + [11, 12, 13, 14]]
+    packed, where = common.pack_with_prefixes(seqs, [len(a), len(b), len(a), len(a), len(b)])
+    assert packed.ids.shape[1] == len(a) + len(b) + 3 + 1 + 2 + 4  # each prompt once; the bare prompt adds nothing
+    with torch.no_grad():
+        hidden = common.packed_hidden(e.model, packed)
+        for seq, at in zip(seqs, where):
+            alone = common.packed_hidden(e.model, common.pack_sequences([seq]))
+            torch.testing.assert_close(hidden[at], alone, rtol=1e-5, atol=1e-5)

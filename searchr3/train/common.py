@@ -120,12 +120,14 @@ def lm_logits(model, hidden: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Packed:
-    """Sequences laid end to end: ``ids``/``pos`` (1, P), ``cu`` (n + 1,) segment bounds, ``longest`` length."""
+    """Sequences laid end to end: ``ids``/``pos`` (1, P), ``cu`` (n + 1,) segment bounds, ``longest`` length;
+    ``prefix`` (optional, per segment): the ``(start, end)`` of the segment it continues (``pack_with_prefixes``)."""
 
     ids: torch.Tensor
     pos: torch.Tensor
     cu: torch.Tensor
     longest: int
+    prefix: list[tuple[int, int] | None] | None = None
 
     @property
     def starts(self) -> list[int]:
@@ -137,13 +139,58 @@ def pack_sequences(seqs: list[list[int]], device=None) -> Packed:
     return Packed(ids, pos, cu, max(len(s) for s in seqs))
 
 
+def pack_with_prefixes(seqs: list[list[int]], prefix_lengths: list[int], device=None) -> tuple[Packed, list[list[int]]]:
+    """Pack sequences whose first ``prefix_lengths[i]`` tokens repeat across sequences (GRPO: a group's traces share
+    their query's prompt) with each distinct prefix once: segments ``[prefix, continuation, continuation, ...]``,
+    a continuation attending to its prefix and causally to itself, positions continuing the prefix's.
+
+    Returns the pack and, per sequence, the packed position of each of its tokens (the hidden state of token
+    ``t`` of sequence ``i`` is at ``where[i][t]``). A sequence that is all prefix gets no continuation segment."""
+    segments: list[list[int]] = []
+    offsets: list[int] = []
+    prefix: list[tuple[int, int] | None] = []
+    first_pos: list[int] = []
+    found: dict[tuple[int, ...], tuple[int, int]] = {}  # prefix -> (start, end) in the pack
+    used = 0
+    where: list[list[int]] = []
+
+    def add(tokens: list[int], start_pos: int, of: tuple[int, int] | None) -> int:
+        nonlocal used
+        segments.append(tokens)
+        offsets.append(used)
+        prefix.append(of)
+        first_pos.append(start_pos)
+        used += len(tokens)
+        return offsets[-1]
+
+    for seq, n in zip(seqs, prefix_lengths, strict=True):
+        key = tuple(seq[:n])
+        if key not in found:
+            start = add(list(key), 0, None)
+            found[key] = (start, start + n)
+        start, end = found[key]
+        rest = seq[n:]
+        cont = add(rest, n, (start, end)) if rest else None
+        where.append(list(range(start, end)) + ([cont + t for t in range(len(rest))] if rest else []))
+    lengths = [len(s) for s in segments]
+    cu = torch.zeros(len(segments) + 1, dtype=torch.int32)
+    cu[1:] = torch.tensor(lengths).cumsum(0)
+    ids = torch.tensor([t for s in segments for t in s], dtype=torch.long).unsqueeze(0)
+    pos = torch.tensor([p + t for p, s in zip(first_pos, segments) for t in range(len(s))], dtype=torch.long).unsqueeze(0)
+    packed = Packed(ids.to(device), pos.to(device), cu.to(device), max(lengths),
+                    prefix if any(p is not None for p in prefix) else None)
+    return packed, where
+
+
 def packed_hidden(model, packed: Packed) -> torch.Tensor:
-    """Final (normed) hidden states of every packed token, ``(P, hidden)``; attention stays inside each sequence."""
+    """Final (normed) hidden states of every packed token, ``(P, hidden)``; attention stays inside each sequence
+    (and its prefix, ``Packed.prefix``)."""
     lm = causal_lm(model)
     body = getattr(lm, lm.base_model_prefix)
+    extra = {"searchr3_prefix": packed.prefix} if packed.prefix is not None else {}
     with packed_attention(lm):
         out = body(input_ids=packed.ids, position_ids=packed.pos, cu_seq_lens_q=packed.cu, cu_seq_lens_k=packed.cu,
-                   max_length_q=packed.longest, max_length_k=packed.longest)
+                   max_length_q=packed.longest, max_length_k=packed.longest, **extra)
     return out.last_hidden_state[0]
 
 

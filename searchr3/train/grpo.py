@@ -128,10 +128,12 @@ def generated_logprobs(model, seqs: list[LabelledSequence], pad_id: int, device,
 
 
 def packed_logprobs(model, seqs: list[LabelledSequence], device, embed_id: int | None = None,
-                    temperature: float = 1.0) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+                    temperature: float = 1.0, share_prompts: bool = False) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """``generated_logprobs`` without padding: the sequences packed end to end (``common.packed_hidden``) and the LM
     head only at the positions that predict a labelled token. Without ``embed_id`` (no embedding wanted) each
-    sequence is cut after its last such position: attention is causal, so its log-probs are the same."""
+    sequence is cut after its last such position: attention is causal, so its log-probs are the same.
+    ``share_prompts``: the unlabelled start of each sequence (its prompt) is packed once for all the sequences that
+    share it (``common.pack_with_prefixes``; a GRPO group), the same hidden states for a fraction of the tokens."""
     from searchr3.model.config import IGNORE_INDEX
 
     if embed_id is None:
@@ -139,24 +141,43 @@ def packed_logprobs(model, seqs: list[LabelledSequence], device, embed_id: int |
         ids = [s.ids[:max(n, 1)] for s, n in zip(seqs, cut)]
     else:
         ids = [s.ids for s in seqs]
-    labels = [s.labels[:len(i) + 1] for s, i in zip(seqs, ids)]  # the label after the cut is still predicted
-    packed = common.pack_sequences(ids, device)
-    positions, targets = common.next_token_targets(labels, packed.starts)
-    counts = [sum(1 for t in row[1:] if t != IGNORE_INDEX) for row in labels]
+    labels = [s.labels[:len(i) + 1] for s, i in zip(seqs, ids)]  # the label after a cut is still predicted
+    if share_prompts:
+        prompts = [min(next((t for t, v in enumerate(row) if v != IGNORE_INDEX), len(i)), len(i)) for row, i in zip(labels, ids)]
+        packed, where = common.pack_with_prefixes(ids, prompts, device)
+    else:
+        packed = common.pack_sequences(ids, device)
+        where = [range(start, start + len(i)) for start, i in zip(packed.starts, ids)]
+    positions, targets, counts = [], [], []
+    for row, at in zip(labels, where):
+        hits = [(at[t], row[t + 1]) for t in range(len(row) - 1) if row[t + 1] != IGNORE_INDEX]
+        positions += [h[0] for h in hits]
+        targets += [h[1] for h in hits]
+        counts.append(len(hits))
     hidden = common.packed_hidden(model, packed)
     logits = common.lm_logits(model, hidden[torch.tensor(positions, dtype=torch.long, device=device)]).float()
     logits = logits / temperature
     chosen = logits.gather(-1, torch.tensor(targets, dtype=torch.long, device=device)[:, None]).squeeze(-1)
     logp = chosen - logits.logsumexp(-1)
-    return list(logp.split(counts)), (common.packed_pool(hidden, packed, embed_id) if embed_id is not None else None)
+    vectors = None
+    if embed_id is not None:
+        last = []
+        for n, (seq, at) in enumerate(zip(ids, where)):
+            hit = [t for t, tok in enumerate(seq) if tok == embed_id]
+            if not hit:
+                raise ValueError(f"sequence {n} contains no embed token")
+            last.append(at[hit[-1]])
+        vectors = torch.nn.functional.normalize(hidden[torch.tensor(last, device=device)].float(), dim=-1)
+    return list(logp.split(counts)), vectors
 
 
 def sequence_logprobs(trainee: Trainee, model, seqs: list[LabelledSequence], embed_id: int | None = None,
                       temperature: float = 1.0) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-    """``packed_logprobs`` when the trainee packs (``Trainee.packed``), else ``generated_logprobs`` (padded)."""
+    """``packed_logprobs`` (a group's shared prompt packed once) when the trainee packs (``Trainee.packed``), else
+    ``generated_logprobs`` (padded)."""
     e = trainee.embedder
     if trainee.packed:
-        return packed_logprobs(model, seqs, e.device, embed_id, temperature)
+        return packed_logprobs(model, seqs, e.device, embed_id, temperature, share_prompts=True)
     return generated_logprobs(model, seqs, e.pad_id, e.device, embed_id, temperature)
 
 
