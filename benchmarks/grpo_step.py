@@ -30,7 +30,6 @@ Ends with ``ratio: R``: main's step seconds over ours, over the same number of s
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from machine import describe, matmul_rate, model_dir_or_random
+from machine import describe, has_train_split, matmul_rate, model_dir_or_random, scifact_train_rows
 
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"
@@ -60,35 +59,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def rl_rows(data: Path, n: int, docs: int, seed: int) -> tuple[list[dict], dict[str, str]]:
-    """``n`` SciFact train rows (positive + 1 seeded random negative) and a corpus of ``docs`` documents holding theirs."""
-    from searchr3.data.beir import load_beir
-
-    rs = load_beir(data, "train")
-    rng = random.Random(seed)
-    doc_ids = sorted(rs.corpus)
-    qids = sorted(rs.judged_queries())
-    rng.shuffle(qids)
-    rows = []
-    for qid in qids[:n]:
-        pos = sorted(d for d, r in rs.qrels[qid].items() if r > 0 and d in rs.corpus)[0]
-        neg = next(d for d in rng.sample(doc_ids, 3) if d != pos)
-        rows.append({"query_id": qid, "query": rs.queries[qid], "positive_id": pos, "positive": rs.corpus[pos],
-                     "negative_ids": [neg], "negatives": [rs.corpus[neg]]})
-    keep = {d for r in rows for d in [r["positive_id"], *r["negative_ids"]]}
-    others = [d for d in doc_ids if d not in keep]
-    rng.shuffle(others)
-    chosen = sorted(keep | set(others[: max(0, docs - len(keep))]))
-    return rows, {d: rs.corpus[d] for d in chosen}
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     steps = 2 if args.quick else args.steps
     data = Path(args.data)
-    if not (data / "qrels" / "train.tsv").is_file():
-        print(f"error: no {data / 'qrels' / 'train.tsv'}; this benchmark needs the shared SciFact folder (or --data DIR)",
-              file=sys.stderr)
+    if not has_train_split(data):
         return 1
 
     import torch
@@ -118,7 +93,7 @@ def main(argv=None) -> int:
     print(f"anchor: one decoder layer's linear matmuls at 2048 tokens: {anchor:.0f} GFLOP/s (fp32)")
 
     n_rows = cfg.queries_per_step * (2 * steps + 2)
-    rows, corpus = rl_rows(data, n_rows, args.docs, args.seed)
+    rows, corpus = scifact_train_rows(data, n_rows, 1, args.seed, docs=args.docs)
     positives = known_positives(rows)
     index = DocumentIndex.from_config(index_cfg)
     vectors = np.random.default_rng(args.seed).standard_normal((len(corpus), config.hidden_size)).astype(np.float32)

@@ -144,3 +144,40 @@ def model_dir_or_random(model_dir: Path, tmp: Path) -> tuple[Path, str]:
     materialize(str(tmp / "raw"), tmp / "model")
     return tmp / "model", (f"no model at {model_dir}: SmolLM2-135M's architecture with random weights "
                            "(tiny byte-level tokenizer; speed only)")
+
+
+def scifact_train_rows(data: Path, n: int, negatives: int, seed: int, docs: int = 0) -> tuple[list[dict], dict[str, str]]:
+    """``n`` seeded SciFact train rows for the training-step benchmarks: query, its first positive, ``negatives``
+    seeded random other documents, and ``trace`` (the positive's first 64 words: a stand-in for a kept reasoning
+    trace, cut by the trainer at its token cap); and a corpus of the rows' documents plus seeded distractors up
+    to ``docs`` in all (0: the rows' documents only)."""
+    import random
+
+    from searchr3.data.beir import load_beir
+
+    rs = load_beir(data, "train")
+    rng = random.Random(seed)
+    doc_ids = sorted(rs.corpus)
+    qids = sorted(rs.judged_queries())
+    rng.shuffle(qids)
+    rows = []
+    for qid in qids[:n]:
+        pos = sorted(d for d, r in rs.qrels[qid].items() if r > 0 and d in rs.corpus)[0]
+        negs = [d for d in rng.sample(doc_ids, negatives + 1) if d != pos][:negatives]
+        rows.append({"query_id": qid, "query": rs.queries[qid], "positive_id": pos, "positive": rs.corpus[pos],
+                     "negative_ids": negs, "negatives": [rs.corpus[d] for d in negs],
+                     "trace": " ".join(rs.corpus[pos].split()[:64])})
+    keep = {d for r in rows for d in [r["positive_id"], *r["negative_ids"]]}
+    others = [d for d in doc_ids if d not in keep]
+    rng.shuffle(others)
+    chosen = sorted(keep | set(others[: max(0, docs - len(keep))]))
+    return rows, {d: rs.corpus[d] for d in chosen}
+
+
+def has_train_split(data: Path) -> bool:
+    """Print one error line and return False when the BEIR folder has no train qrels."""
+    if (data / "qrels" / "train.tsv").is_file():
+        return True
+    print(f"error: no {data / 'qrels' / 'train.tsv'}; this benchmark needs the shared SciFact folder (or --data DIR)",
+          file=sys.stderr)
+    return False

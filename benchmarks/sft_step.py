@@ -36,13 +36,12 @@ would be void.
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from machine import describe, linear_flops_per_token, matmul_rate, model_dir_or_random, model_flops
+from machine import describe, has_train_split, matmul_rate, model_dir_or_random, model_flops, scifact_train_rows
 
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"
@@ -60,25 +59,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--direct", action="store_true", help="rows without traces (the warm-up regime: no KL pass)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
-
-
-def training_rows(data: Path, n: int, max_trace_words: int, seed: int) -> list[dict]:
-    """``n`` SciFact train rows: query, positive, 3 seeded random negatives, and a trace stand-in."""
-    from searchr3.data.beir import load_beir
-
-    rs = load_beir(data, "train")
-    rng = random.Random(seed)
-    doc_ids = sorted(rs.corpus)
-    qids = sorted(rs.judged_queries())
-    rng.shuffle(qids)
-    rows = []
-    for qid in qids[:n]:
-        pos = sorted(d for d, r in rs.qrels[qid].items() if r > 0 and d in rs.corpus)[0]
-        negs = [d for d in rng.sample(doc_ids, 4) if d != pos][:3]
-        rows.append({"query_id": qid, "query": rs.queries[qid], "positive_id": pos, "positive": rs.corpus[pos],
-                     "negative_ids": negs, "negatives": [rs.corpus[d] for d in negs],
-                     "trace": " ".join(rs.corpus[pos].split()[:max_trace_words])})
-    return rows
 
 
 def step_flops(config, batch: dict, sft, grad_docs: bool) -> tuple[float, int]:
@@ -100,9 +80,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     steps = 3 if args.quick else args.steps
     data = Path(args.data)
-    if not (data / "qrels" / "train.tsv").is_file():
-        print(f"error: no {data / 'qrels' / 'train.tsv'}; this benchmark needs the shared SciFact folder (or --data DIR)",
-              file=sys.stderr)
+    if not has_train_split(data):
         return 1
 
     import torch
@@ -131,7 +109,7 @@ def main(argv=None) -> int:
             anchor = matmul_rate(config, 2048, torch.float32)
             print(f"anchor: one decoder layer's linear matmuls at 2048 tokens: {anchor:.0f} GFLOP/s (fp32); "
                   f"MFU is over it")
-        rows = training_rows(data, cfg.batch_size * (steps + 1), cfg.max_trace_tokens, args.seed)
+        rows = scifact_train_rows(data, cfg.batch_size * (steps + 1), 3, args.seed)[0]
         traces = {} if args.direct else {r["query_id"]: r["trace"] for r in rows}
         positives = known_positives(rows)
         loss_fn = CompositeLoss(cfg.lambda_ce, cfg.lambda_kl, cfg.lambda_nce, cfg.lambda_tri,

@@ -371,33 +371,29 @@ def nce_loss(trainee: Trainee, rows: list[dict], loss_fn: InfoNCELoss, config: G
     Without document gradient (``nce_doc_grad`` off), document vectors that ``index`` holds at policy ``version``
     (the current weights: the previous refresh prefetched this step's documents) are taken from it instead of
     being encoded again (``Trainee.fast``); the others are encoded without gradient."""
-    e, model, k = trainee.embedder, trainee.model, config.negatives_per_query
-    queries = e.tokenize_queries([r["query"] for r in rows])
-    if trainee.packed:
-        q = common.pack_sequences(queries, e.device)
-        with trainee.merged():
-            q_vec = common.packed_pool(common.packed_hidden(model, q), q, e.embed_token_id)
-    else:
-        q_ids, q_mask, q_pos = pad_batch(queries, e.pad_id, "right", e.device)
-        q_vec = common.pool(common.hidden_and_logits(model, q_ids, q_mask, q_pos, False)[0], q_ids, e.embed_token_id)
+    e, k = trainee.embedder, config.negatives_per_query
+    q_vec = embed(trainee, e.tokenize_queries([r["query"] for r in rows]))
     d_vec = None
     if trainee.fast and not config.nce_doc_grad and index is not None and version is not None:
         d_vec = fresh_vectors(index, row_document_ids(rows, k), version)
     if d_vec is not None:
         d_vec = torch.from_numpy(d_vec).to(q_vec.device).view(len(rows), 1 + k, -1)
     else:
-        docs = e.tokenize_documents(row_documents(rows, k))
         with torch.set_grad_enabled(config.nce_doc_grad):
-            if trainee.packed:
-                d = common.pack_sequences(docs, e.device)
-                with trainee.merged():
-                    d_vec = common.packed_pool(common.packed_hidden(model, d), d, e.embed_token_id)
-            else:
-                d_ids, d_mask, d_pos = pad_batch(docs, e.pad_id, "right", e.device)
-                d_vec = common.pool(common.hidden_and_logits(model, d_ids, d_mask, d_pos, False)[0], d_ids,
-                                    e.embed_token_id)
-        d_vec = d_vec.view(len(rows), 1 + k, -1)
+            d_vec = embed(trainee, e.tokenize_documents(row_documents(rows, k))).view(len(rows), 1 + k, -1)
     return loss_fn(q_vec, d_vec[:, 0], d_vec[:, 1:] if k else None, infonce_ignore(rows, k, positives))
+
+
+def embed(trainee: Trainee, seqs: list[list[int]]) -> torch.Tensor:
+    """The policy's embeddings of token sequences (each holding the token), with gradient if it is on: packed with
+    LoRA as one matmul (``Trainee.packed``, ``Trainee.merged``), else one padded batch."""
+    e = trainee.embedder
+    if trainee.packed:
+        packed = common.pack_sequences(seqs, e.device)
+        with trainee.merged():
+            return common.packed_pool(common.packed_hidden(trainee.model, packed), packed, e.embed_token_id)
+    ids, mask, pos = pad_batch(seqs, e.pad_id, "right", e.device)
+    return common.pool(common.hidden_and_logits(trainee.model, ids, mask, pos, False)[0], ids, e.embed_token_id)
 
 
 def fresh_vectors(index: DocumentIndex, doc_ids: list[str], version: int) -> np.ndarray | None:
