@@ -61,9 +61,9 @@ class SFTBatchBuilder:
     documents that are known positives of a row's query (``positives``: query id -> positive ids, every row).
 
     ``packed`` (what ``train_sft`` uses when the model supports it, ``packing.supports_packing``): the sequences
-    are laid end to end with no padding (``common.pack_sequences``) and the labels are compact (``compact``:
-    the packed positions that predict a target, ``labels``/``kl_labels`` (1, N + 1)); otherwise padded batches
-    (``"q": (ids, mask, positions)``, labels (B, T)).
+    are laid end to end with no padding (``common.pack_sequences``) and the labels are compact (``positions``:
+    the packed positions that predict a target; ``labels``/``kl_labels`` (1, N + 1), ``common.compact_labels``);
+    otherwise padded batches (``"q": (ids, mask, positions)``, labels (B, T)).
     """
 
     def __init__(self, embedder: Embedder, config: SFTConfig, traces: dict[str, str],
@@ -130,8 +130,8 @@ def compute_loss(model, batch: dict, loss_fn: CompositeLoss, embed_id: int, conf
     """The composite loss of one built batch; ``reference`` (``Trainee.reference``) is needed for the KL term.
 
     ``timer`` (measurement) times the phases: query, documents, reference, loss. ``merged`` (``Trainee.merged``)
-    wraps the policy's passes of a packed batch (LoRA layers as one matmul). LM logits are computed only where a target is
-    (packed) or from the first labelled position on (padded; the prompts need none)."""
+    wraps the policy's passes of a packed batch (LoRA layers as one matmul). LM logits are computed only where a
+    target is (packed) or from the first labelled position on (padded; the prompts need none)."""
     if batch.get("packed"):
         return _compute_loss_packed(model, batch, loss_fn, embed_id, config, reference, timer, merged)
     q_ids, q_mask, q_pos = batch["q"]
