@@ -19,12 +19,14 @@ regime instead (no traces, no reference pass).
 
 Where the time goes: build (tokenise, pad or pack), query (forward with gradient + LM head), documents
 (forward, without gradient unless ``doc_grad``), reference (KL pass), loss, backward, optimizer (clip +
-AdamW + zero_grad); seconds per step and share. Speed is real (non-padding) tokens/s over query +
-documents + reference tokens. MFU = model FLOPs per second over the machine anchor
-(benchmarks/machine.py, measured in this run): 3 x forward FLOPs for the passes with gradient (the
-convention; with LoRA the frozen weights get no weight gradient, so the real work is nearer 2 x) and
-1 x for the passes without (documents when ``doc_grad`` is off, reference), LM head FLOPs at the target
-positions included.
+AdamW + zero_grad); seconds per step and share. Speed is the rows' real tokens per second (query +
+documents + the reference's rows, no padding, the same count for both paths). MFU = the model FLOPs a
+path computes on non-padding tokens, per second, over the machine anchor (benchmarks/machine.py, measured
+in this run): 3 x forward FLOPs for the passes with gradient (the convention; LoRA's frozen weights get
+no weight gradient, so its real work is nearer 2 x) and 1 x for the passes without (documents when
+``doc_grad`` is off, reference), LM head FLOPs at the target positions included. Ours computes fewer
+FLOPs for the same rows (a template's system prompt once per batch, the reference over KL rows only), so
+its speed-up is larger than its MFU gain.
 
     python benchmarks/sft_step.py --quick                  # 3 timed steps per path and profile: a few minutes
     python benchmarks/sft_step.py --steps 8 --profiles scifact
@@ -41,7 +43,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import describe, has_train_split, matmul_rate, model_dir_or_random, model_flops, scifact_train_rows
+from machine import (attention_flops, describe, has_train_split, linear_flops_per_token, matmul_rate,
+                     model_dir_or_random, model_flops, scifact_train_rows)
 
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"
@@ -61,19 +64,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def step_flops(config, batch: dict, sft, grad_docs: bool) -> tuple[float, int]:
-    """(model FLOPs, real tokens) of one step on a packed batch (the work both paths must do)."""
-    lengths = lambda packed: (packed.cu[1:] - packed.cu[:-1]).tolist()  # noqa: E731
+def pass_flops(config, packed) -> float:
+    """Forward FLOPs a packed pass computes: each segment's tokens, attending to its prefix segments and itself."""
+    lengths = (packed.cu[1:] - packed.cu[:-1]).tolist()
+    context = [sum(b - a for a, b in r) if r else 0 for r in (packed.prefix or [None] * len(lengths))]
+    return sum(n * linear_flops_per_token(config) + attention_flops(config, n, c) for n, c in zip(lengths, context))
+
+
+def step_flops(config, packed: dict, padded: dict, sft) -> dict:
+    """Tokens and FLOPs of one step. ``tokens``: the rows' real tokens (query + documents + the reference rows; no
+    padding, no sharing), the same for both paths. ``main``/``ours``: the model FLOPs each path computes on
+    non-padding tokens (3 x forward for passes with gradient, 1 x without; the LM head at the target positions);
+    ours computes fewer (each template's system prompt once, the reference over KL rows only, cut)."""
     head = 2 * config.hidden_size * config.vocab_size
-    q, d = lengths(batch["q"]), lengths(batch["d"])
-    flops = 3 * (model_flops(config, q) + head * len(batch["positions"]))
-    flops += (3 if grad_docs else 1) * model_flops(config, d)
-    tokens = sum(q) + sum(d)
-    if batch["ref"] is not None and sft.lambda_kl > 0:
-        r = lengths(batch["ref"])
-        flops += model_flops(config, r) + head * len(batch["ref_positions"])
-        tokens += sum(r)
-    return flops, tokens
+    n_targets = len(packed["positions"])
+    q_len = padded["q"][1].sum(1).tolist()
+    d_len = padded["d"][1].sum(1).tolist()
+    docs_x = 3 if sft.doc_grad else 1
+    kl = packed["ref"] is not None and sft.lambda_kl > 0
+    main = 3 * (model_flops(config, q_len) + head * n_targets) + docs_x * model_flops(config, d_len)
+    ours = 3 * (pass_flops(config, packed["q"]) + head * n_targets) + docs_x * pass_flops(config, packed["d"])
+    tokens = sum(q_len) + sum(d_len)
+    if kl:
+        main += model_flops(config, q_len) + head * n_targets  # main's reference: every row, every target position
+        ours += pass_flops(config, packed["ref"]) + head * len(packed["ref_positions"])
+        tokens += sum(q_len)
+    return {"tokens": tokens, "main": main, "ours": ours}
 
 
 def main(argv=None) -> int:
@@ -156,7 +172,7 @@ def main(argv=None) -> int:
         print(f"same batch, both paths: " + ", ".join(f"{t} {v:.5f}/{got['ours'][t]:.5f}" for t, v in got["main"].items()))
 
         sums = {p: {k: 0.0 for k in (*PHASES, "step")} for p in builders}
-        work = {"flops": 0.0, "tokens": 0, "qd": 0, "padded": 0}
+        work = {"main": 0.0, "ours": 0.0, "tokens": 0, "qd": 0, "padded": 0}
         for i in range(steps + 1):
             batch_rows = rows[i * cfg.batch_size:(i + 1) * cfg.batch_size]
             for path in ("main", "ours") if i % 2 == 0 else ("ours", "main"):  # interleaved, alternating first
@@ -165,24 +181,24 @@ def main(argv=None) -> int:
                     for k, v in seconds.items():
                         sums[path][k] += v
             if i > 0:
-                packed = builders["ours"].build(batch_rows)
-                flops, tokens = step_flops(config, packed, cfg, cfg.doc_grad)
-                padded = builders["main"].build(batch_rows)
-                work["flops"] += flops
-                work["tokens"] += tokens
+                packed, padded = builders["ours"].build(batch_rows), builders["main"].build(batch_rows)
+                for k, v in step_flops(config, packed, padded, cfg).items():
+                    work[k] += v
                 work["padded"] += padded["q"][0].numel() + padded["d"][0].numel()
-                work["qd"] += int(packed["q"].ids.numel() + packed["d"].ids.numel())
+                work["qd"] += int(padded["q"][1].sum() + padded["d"][1].sum())
         for path in ("main", "ours"):
             s = sums[path]
             row = {"profile": profile, "path": path, "step": s["step"] / steps,
-                   "tokens/s": work["tokens"] / s["step"], "mfu": work["flops"] / s["step"] / 1e9 / anchor,
+                   "tokens/s": work["tokens"] / s["step"], "mfu": work[path] / s["step"] / 1e9 / anchor,
                    **{k: s[k] / steps for k in PHASES}}
             table.append(row)
             totals[path][0] += s["step"]
-            totals[path][1] += work["flops"]
-        print(f"profile {profile}: {work['tokens'] / steps:.0f} real tokens per step (query + documents + reference); "
-              f"query + document real tokens {work['qd'] / steps:.0f} vs {work['padded'] / steps:.0f} positions in the "
-              f"padded batches ({1 - work['qd'] / work['padded']:.0%} padding)")
+            totals[path][1] += work[path]
+        print(f"profile {profile}: {work['tokens'] / steps:.0f} real tokens per step (query + documents + reference "
+              f"rows); query + document real tokens {work['qd'] / steps:.0f} vs {work['padded'] / steps:.0f} "
+              f"positions in main's padded batches ({1 - work['qd'] / work['padded']:.0%} padding); model FLOPs per "
+              f"step: main {work['main'] / steps / 1e9:.0f} G, ours {work['ours'] / steps / 1e9:.0f} G (system prompts "
+              f"packed once, reference over KL rows only)")
         del trainee, optimizers, builders
 
     print()

@@ -295,6 +295,15 @@ class Embedder:
             shared += 1
         return max(1, len(query_tail) - shared)
 
+    def template_prefix_length(self, ids: list[int]) -> int:
+        """How many leading tokens of ``ids`` are a template's system prompt (reasoning, query or document), which
+        every text of that template shares (training packs it once per batch, ``common.pack_with_prefixes``); 0 if
+        none."""
+        for prefix in sorted((self._reason[0], self._query[0], self._doc[0]), key=len, reverse=True):
+            if prefix and ids[:len(prefix)] == prefix:
+                return len(prefix)
+        return 0
+
     @property
     def closing_tokens(self) -> int:
         """Length of the fallback suffix (the closing phrase through the token) in tokens."""

@@ -74,8 +74,9 @@ def _packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0
                  **kwargs):
     """Causal SDPA per packed segment. query (1, H, P, d), key/value (1, Hkv, P, d) -> (1, P, H, d).
 
-    ``searchr3_prefix`` (optional, one entry per segment): ``(start, end)`` of another segment that this one
-    continues (its tokens come after that segment's, which every continuation of it shares), or None."""
+    ``searchr3_prefix`` (optional, one entry per segment): the ``(start, end)`` ranges of the segments this one
+    continues, in order (their tokens come before its own; segments that several sequences share), or None.
+    A segment attends to all of them and causally to itself."""
     cu = kwargs.get("cu_seq_lens_q")
     if cu is None or query.shape[0] != 1:
         raise RuntimeError(f"{PACKED_ATTENTION} attention needs one packed row and cu_seq_lens_q")
@@ -85,15 +86,14 @@ def _packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0
                       device=query.device)
     bounds = cu.tolist()
     for n, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-        prefix = prefixes[n] if prefixes is not None else None
-        if prefix is None:
+        ranges = prefixes[n] if prefixes is not None else None
+        if not ranges:
             o = torch.nn.functional.scaled_dot_product_attention(
                 query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True, scale=scaling, enable_gqa=gqa)
-        else:  # all of the prefix, then causal inside the segment (bottom-right aligned)
-            pa, pb = prefix
-            width = pb - pa
-            k = torch.cat([key[:, :, pa:pb], key[:, :, a:b]], dim=2)
-            v = torch.cat([value[:, :, pa:pb], value[:, :, a:b]], dim=2)
+        else:  # all of the prefix segments, then causal inside the segment (bottom-right aligned)
+            width = sum(pb - pa for pa, pb in ranges)
+            k = torch.cat([key[:, :, pa:pb] for pa, pb in ranges] + [key[:, :, a:b]], dim=2)
+            v = torch.cat([value[:, :, pa:pb] for pa, pb in ranges] + [value[:, :, a:b]], dim=2)
             allowed = torch.ones(b - a, width + b - a, dtype=torch.bool, device=query.device).tril(diagonal=width)
             o = torch.nn.functional.scaled_dot_product_attention(query[:, :, a:b], k, v, attn_mask=allowed,
                                                                  scale=scaling, enable_gqa=gqa)

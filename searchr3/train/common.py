@@ -121,13 +121,15 @@ def lm_logits(model, hidden: torch.Tensor) -> torch.Tensor:
 @dataclass
 class Packed:
     """Sequences laid end to end: ``ids``/``pos`` (1, P), ``cu`` (n + 1,) segment bounds, ``longest`` length;
-    ``prefix`` (optional, per segment): the ``(start, end)`` of the segment it continues (``pack_with_prefixes``)."""
+    ``prefix`` (optional, per segment): the ``(start, end)`` ranges of the segments it continues, and ``where``
+    (per sequence): the packed position of each of its tokens (``pack_with_prefixes``; else sequence = segment)."""
 
     ids: torch.Tensor
     pos: torch.Tensor
     cu: torch.Tensor
     longest: int
-    prefix: list[tuple[int, int] | None] | None = None
+    prefix: list[list[tuple[int, int]] | None] | None = None
+    where: list[list[int]] | None = None
 
     @property
     def starts(self) -> list[int]:
@@ -139,47 +141,55 @@ def pack_sequences(seqs: list[list[int]], device=None) -> Packed:
     return Packed(ids, pos, cu, max(len(s) for s in seqs))
 
 
-def pack_with_prefixes(seqs: list[list[int]], prefix_lengths: list[int], device=None) -> tuple[Packed, list[list[int]]]:
-    """Pack sequences whose first ``prefix_lengths[i]`` tokens repeat across sequences (GRPO: a group's traces share
-    their query's prompt) with each distinct prefix once: segments ``[prefix, continuation, continuation, ...]``,
-    a continuation attending to its prefix and causally to itself, positions continuing the prefix's.
+def pack_with_prefixes(seqs: list[list[int]], splits: list[list[int]], device=None) -> Packed:
+    """Pack sequences that share leading parts once per distinct part: ``splits[i]`` are increasing cut points of
+    sequence ``i`` (e.g. the end of its template's system prompt, the end of its query's prompt); the tokens
+    before each cut form a segment that every sequence with the same tokens up to that cut shares (SFT: the
+    template; GRPO: the template, then a group's prompt). A segment attends to the segments before it in its
+    sequences and causally to itself; positions continue theirs. The hidden states equal each sequence's alone.
 
-    Returns the pack and, per sequence, the packed position of each of its tokens (the hidden state of token
-    ``t`` of sequence ``i`` is at ``where[i][t]``). A sequence that is all prefix gets no continuation segment."""
+    ``Packed.where[i][t]``: the packed position of token ``t`` of sequence ``i`` (where its hidden state is)."""
     segments: list[list[int]] = []
-    offsets: list[int] = []
-    prefix: list[tuple[int, int] | None] = []
-    first_pos: list[int] = []
-    found: dict[tuple[int, ...], tuple[int, int]] = {}  # prefix -> (start, end) in the pack
+    firsts: list[int] = []
+    ranges: list[list[tuple[int, int]]] = []
+    found: dict[tuple[int, ...], int] = {}  # tokens up to a cut -> its segment
     used = 0
     where: list[list[int]] = []
-
-    def add(tokens: list[int], start_pos: int, of: tuple[int, int] | None) -> int:
-        nonlocal used
-        segments.append(tokens)
-        offsets.append(used)
-        prefix.append(of)
-        first_pos.append(start_pos)
-        used += len(tokens)
-        return offsets[-1]
-
-    for seq, n in zip(seqs, prefix_lengths, strict=True):
-        key = tuple(seq[:n])
-        if key not in found:
-            start = add(list(key), 0, None)
-            found[key] = (start, start + n)
-        start, end = found[key]
-        rest = seq[n:]
-        cont = add(rest, n, (start, end)) if rest else None
-        where.append(list(range(start, end)) + ([cont + t for t in range(len(rest))] if rest else []))
-    lengths = [len(s) for s in segments]
+    for seq, cuts in zip(seqs, splits, strict=True):
+        bounds = [c for c in cuts if 0 < c < len(seq)]
+        if bounds != sorted(set(bounds)):
+            raise ValueError(f"splits must increase, got {cuts}")
+        at: list[int] = []
+        before: list[tuple[int, int]] = []
+        for lo, hi in zip([0, *bounds], [*bounds, len(seq)]):
+            key = tuple(seq[:hi])
+            shared = hi < len(seq)  # the last part is the sequence's own, even if another sequence equals it
+            if not shared or key not in found:
+                segments.append(seq[lo:hi])
+                firsts.append(lo)
+                ranges.append(list(before))
+                if shared:
+                    found[key] = len(segments) - 1
+                start, used = used, used + hi - lo
+            else:
+                n = found[key]
+                start = sum(len(x) for x in segments[:n])
+            at += range(start, start + hi - lo)
+            before.append((start, start + hi - lo))
+        where.append(at)
+    lengths = [len(x) for x in segments]
     cu = torch.zeros(len(segments) + 1, dtype=torch.int32)
     cu[1:] = torch.tensor(lengths).cumsum(0)
-    ids = torch.tensor([t for s in segments for t in s], dtype=torch.long).unsqueeze(0)
-    pos = torch.tensor([p + t for p, s in zip(first_pos, segments) for t in range(len(s))], dtype=torch.long).unsqueeze(0)
-    packed = Packed(ids.to(device), pos.to(device), cu.to(device), max(lengths),
-                    prefix if any(p is not None for p in prefix) else None)
-    return packed, where
+    ids = torch.tensor([t for x in segments for t in x], dtype=torch.long).unsqueeze(0)
+    pos = torch.tensor([f + t for f, x in zip(firsts, segments) for t in range(len(x))], dtype=torch.long).unsqueeze(0)
+    prefix = [r or None for r in ranges]
+    return Packed(ids.to(device), pos.to(device), cu.to(device), max(lengths), prefix if any(prefix) else None, where)
+
+
+def pack_shared_templates(seqs: list[list[int]], embedder, device=None) -> Packed:
+    """``pack_with_prefixes`` with each sequence's template system prompt (``Embedder.template_prefix_length``)
+    packed once: for sequences that end in the embed token (pooling reads the last one of each segment)."""
+    return pack_with_prefixes(seqs, [[embedder.template_prefix_length(s)] for s in seqs], device)
 
 
 def packed_hidden(model, packed: Packed) -> torch.Tensor:
@@ -196,8 +206,15 @@ def packed_hidden(model, packed: Packed) -> torch.Tensor:
 
 def packed_pool(hidden: torch.Tensor, packed: Packed, embed_id: int) -> torch.Tensor:
     """L2-normalised hidden state at the last ``embed_id`` of each packed sequence, ``(n, hidden)`` float32."""
-    vec = hidden[last_token_in_segments(packed.ids[0], packed.cu, embed_id)].float()
-    return torch.nn.functional.normalize(vec, dim=-1)
+    if packed.where is None:
+        last = last_token_in_segments(packed.ids[0], packed.cu, embed_id)
+    else:
+        ids = packed.ids[0].tolist()
+        found = [max((p for p in at if ids[p] == embed_id), default=-1) for at in packed.where]
+        if min(found) < 0:
+            raise ValueError(f"sequences {[i for i, p in enumerate(found) if p < 0]} contain no embed token")
+        last = torch.tensor(found, dtype=torch.long, device=hidden.device)
+    return torch.nn.functional.normalize(hidden[last].float(), dim=-1)
 
 
 def next_token_targets(labels: list[list[int]], starts: list[int]) -> tuple[list[int], list[int]]:

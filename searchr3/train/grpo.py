@@ -128,12 +128,14 @@ def generated_logprobs(model, seqs: list[LabelledSequence], pad_id: int, device,
 
 
 def packed_logprobs(model, seqs: list[LabelledSequence], device, embed_id: int | None = None,
-                    temperature: float = 1.0, share_prompts: bool = False) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+                    temperature: float = 1.0, splits: list[list[int]] | None = None
+                    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """``generated_logprobs`` without padding: the sequences packed end to end (``common.packed_hidden``) and the LM
     head only at the positions that predict a labelled token. Without ``embed_id`` (no embedding wanted) each
     sequence is cut after its last such position: attention is causal, so its log-probs are the same.
-    ``share_prompts``: the unlabelled start of each sequence (its prompt) is packed once for all the sequences that
-    share it (``common.pack_with_prefixes``; a GRPO group), the same hidden states for a fraction of the tokens."""
+    ``splits`` (per sequence, increasing cut points): the parts before the cuts are packed once for all the
+    sequences that share them (``common.pack_with_prefixes``: the template's system prompt, a group's prompt);
+    the same hidden states for a fraction of the tokens."""
     from searchr3.model.config import IGNORE_INDEX
 
     if embed_id is None:
@@ -142,9 +144,9 @@ def packed_logprobs(model, seqs: list[LabelledSequence], device, embed_id: int |
     else:
         ids = [s.ids for s in seqs]
     labels = [s.labels[:len(i) + 1] for s, i in zip(seqs, ids)]  # the label after a cut is still predicted
-    if share_prompts:
-        prompts = [min(next((t for t, v in enumerate(row) if v != IGNORE_INDEX), len(i)), len(i)) for row, i in zip(labels, ids)]
-        packed, where = common.pack_with_prefixes(ids, prompts, device)
+    if splits is not None:
+        packed = common.pack_with_prefixes(ids, splits, device)
+        where = packed.where
     else:
         packed = common.pack_sequences(ids, device)
         where = [range(start, start + len(i)) for start, i in zip(packed.starts, ids)]
@@ -159,25 +161,25 @@ def packed_logprobs(model, seqs: list[LabelledSequence], device, embed_id: int |
     logits = logits / temperature
     chosen = logits.gather(-1, torch.tensor(targets, dtype=torch.long, device=device)[:, None]).squeeze(-1)
     logp = chosen - logits.logsumexp(-1)
-    vectors = None
-    if embed_id is not None:
-        last = []
-        for n, (seq, at) in enumerate(zip(ids, where)):
-            hit = [t for t, tok in enumerate(seq) if tok == embed_id]
-            if not hit:
-                raise ValueError(f"sequence {n} contains no embed token")
-            last.append(at[hit[-1]])
-        vectors = torch.nn.functional.normalize(hidden[torch.tensor(last, device=device)].float(), dim=-1)
+    vectors = common.packed_pool(hidden, packed, embed_id) if embed_id is not None else None
     return list(logp.split(counts)), vectors
+
+
+def prompt_length(seq: LabelledSequence) -> int:
+    """Tokens before the first labelled one (the prompt the sampled tokens continue)."""
+    from searchr3.model.config import IGNORE_INDEX
+
+    return next((t for t, v in enumerate(seq.labels) if v != IGNORE_INDEX), len(seq.ids))
 
 
 def sequence_logprobs(trainee: Trainee, model, seqs: list[LabelledSequence], embed_id: int | None = None,
                       temperature: float = 1.0) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-    """``packed_logprobs`` (a group's shared prompt packed once) when the trainee packs (``Trainee.packed``), else
-    ``generated_logprobs`` (padded)."""
+    """``packed_logprobs`` when the trainee packs (``Trainee.packed``; the template's system prompt and each group's
+    prompt packed once), else ``generated_logprobs`` (padded)."""
     e = trainee.embedder
     if trainee.packed:
-        return packed_logprobs(model, seqs, e.device, embed_id, temperature, share_prompts=True)
+        splits = [[e.template_prefix_length(s.ids), prompt_length(s)] for s in seqs]
+        return packed_logprobs(model, seqs, e.device, embed_id, temperature, splits)
     return generated_logprobs(model, seqs, e.pad_id, e.device, embed_id, temperature)
 
 
@@ -389,7 +391,7 @@ def embed(trainee: Trainee, seqs: list[list[int]]) -> torch.Tensor:
     LoRA as one matmul (``Trainee.packed``, ``Trainee.merged``), else one padded batch."""
     e = trainee.embedder
     if trainee.packed:
-        packed = common.pack_sequences(seqs, e.device)
+        packed = common.pack_shared_templates(seqs, e, e.device)
         with trainee.merged():
             return common.packed_pool(common.packed_hidden(trainee.model, packed), packed, e.embed_token_id)
     ids, mask, pos = pad_batch(seqs, e.pad_id, "right", e.device)

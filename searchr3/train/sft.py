@@ -88,13 +88,14 @@ class SFTBatchBuilder:
                 "d": pad_batch(docs, e.pad_id, "right", e.device), "k": k, "ignore": ignore}
 
     def _packed(self, queries, kl_cut: list[int], docs: list[list[int]], k: int, ignore) -> dict:
-        """Packed tensors; the reference pack holds only the rows with a KL target, each cut after its last KL
-        position (causal attention: the logits there are exactly those of the whole row)."""
-        device = self.e.device
-        q = common.pack_sequences([s.ids for s in queries], device)
+        """Packed tensors, each template's system prompt packed once (``common.pack_shared_templates``); the
+        reference pack holds only the rows with a KL target, each cut after its last KL position (causal
+        attention: the logits there are exactly those of the whole row)."""
+        e, device = self.e, self.e.device
+        q = common.pack_shared_templates([s.ids for s in queries], e, device)
         positions, targets, kl_targets = [], [], []
-        ref_seqs, ref_positions, ref_rows = [], [], []  # reference pack; its KL positions; their compact rows
-        for seq, start, cut in zip(queries, q.starts, kl_cut):
+        ref_seqs, ref_at, ref_rows = [], [], []  # reference rows; their KL positions (row, t); their compact rows
+        for seq, at, cut in zip(queries, q.where, kl_cut):
             kl_here = []  # (position in the row, compact row)
             for t in range(len(seq.ids) - 1):
                 target = seq.labels[t + 1]
@@ -102,23 +103,22 @@ class SFTBatchBuilder:
                     continue
                 if t + 1 < cut:
                     kl_here.append((t, len(positions)))
-                positions.append(start + t)
+                positions.append(at[t])
                 targets.append(target)
                 kl_targets.append(target if t + 1 < cut else IGNORE_INDEX)
             if kl_here:
-                offset = sum(len(r) for r in ref_seqs)
+                ref_at += [(len(ref_seqs), t) for t, _ in kl_here]
                 ref_seqs.append(seq.ids[: kl_here[-1][0] + 1])
-                ref_positions += [offset + t for t, _ in kl_here]
                 ref_rows += [row for _, row in kl_here]
+        ref = common.pack_shared_templates(ref_seqs, e, device) if ref_seqs else None
 
         def longs(values):
             return torch.tensor(values, dtype=torch.long, device=device)
 
         return {"packed": True, "q": q, "positions": longs(positions), "labels": common.compact_labels(targets, device),
-                "kl_labels": common.compact_labels(kl_targets, device),
-                "ref": common.pack_sequences(ref_seqs, device) if ref_seqs else None,
-                "ref_positions": longs(ref_positions), "ref_rows": longs(ref_rows),
-                "d": common.pack_sequences(docs, device), "k": k, "ignore": ignore}
+                "kl_labels": common.compact_labels(kl_targets, device), "ref": ref,
+                "ref_positions": longs([ref.where[i][t] for i, t in ref_at] if ref else []), "ref_rows": longs(ref_rows),
+                "d": common.pack_shared_templates(docs, e, device), "k": k, "ignore": ignore}
 
 
 Reference = Callable[[], AbstractContextManager[torch.nn.Module]]
