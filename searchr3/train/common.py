@@ -145,8 +145,9 @@ def pack_with_prefixes(seqs: list[list[int]], splits: list[list[int]], device=No
     """Pack sequences that share leading parts once per distinct part: ``splits[i]`` are cut points of sequence
     ``i`` (e.g. the end of its template's system prompt, the end of its query's prompt; any order, and 0, repeats
     and cuts at or past its end are ignored); the tokens before each cut form a segment that every sequence with
-    the same tokens up to that cut shares (SFT: the template; GRPO: the template, then a group's prompt). A segment attends to the segments before it in its
-    sequences and causally to itself; positions continue theirs. The hidden states equal each sequence's alone.
+    the same tokens up to that cut shares (SFT: the template; GRPO: the template, then a group's prompt). A
+    segment attends to the segments before it in its sequences and causally to itself; positions continue
+    theirs. The hidden states equal each sequence's alone.
 
     ``Packed.where[i][t]``: the packed position of token ``t`` of sequence ``i`` (where its hidden state is)."""
     segments: list[list[int]] = []
