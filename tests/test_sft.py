@@ -283,29 +283,3 @@ def test_merged_lora_gives_the_unmerged_outputs_and_puts_the_weights_back(tiny_m
         with merged_lora(trainee.model):
             pass
 
-
-def test_lora_one_matmul_gives_the_lora_gradients_and_unpatches(tiny_model_dir):
-    from searchr3.train.trainer_setup import load_trainee, lora_one_matmul
-
-    trainee = load_trainee(tiny_model_dir, ModelConfig(), config(mode="lora"))
-    with torch.no_grad():
-        for p in trainee.params:
-            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
-    ids = torch.tensor([trainee.embedder.tokenize_documents(["alpha beta gamma"])[0]])
-    grads, outs = [], []
-    for patched in (False, True):
-        with lora_one_matmul(trainee.model) if patched else torch.enable_grad():
-            out = trainee.model(input_ids=ids).logits
-            with trainee.reference() as ref:  # adapters disabled inside the block: the base model, as unpatched
-                base = ref(input_ids=ids).logits
-        out.square().mean().backward()
-        grads.append({n: p.grad.clone() for n, p in trainee.model.named_parameters() if p.grad is not None})
-        outs.append((out.detach(), base.detach()))
-        trainee.optimizer.zero_grad(set_to_none=True)
-    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(outs[1][1], outs[0][1], rtol=0, atol=0)
-    assert set(grads[0]) == set(grads[1]) and any("lora_A" in n for n in grads[0])
-    for name, grad in grads[0].items():
-        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6)
-    from peft.tuners.lora import LoraLayer
-    assert not any("forward" in vars(m) for m in trainee.model.modules() if isinstance(m, LoraLayer))

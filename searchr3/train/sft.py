@@ -130,7 +130,7 @@ def compute_loss(model, batch: dict, loss_fn: CompositeLoss, embed_id: int, conf
     """The composite loss of one built batch; ``reference`` (``Trainee.reference``) is needed for the KL term.
 
     ``timer`` (measurement) times the phases: query, documents, reference, loss. ``merged`` (``Trainee.merged``)
-    wraps the policy's passes of a packed batch (LoRA layers as one matmul). LM logits are computed only where a
+    wraps the policy's passes of a packed batch (LoRA merged in the passes without gradient). LM logits are computed only where a
     target is (packed) or from the first labelled position on (padded; the prompts need none)."""
     if batch.get("packed"):
         return _compute_loss_packed(model, batch, loss_fn, embed_id, config, reference, timer, merged)

@@ -74,12 +74,13 @@ class Trainee:
         return common.autocast(self.bf16, self.device)
 
     def merged(self):
-        """LoRA layers as one matmul each with the merged weight: ``merged_lora`` for passes without gradient,
-        ``lora_one_matmul`` (autograd through the merge) for passes with; a no-op in full fine-tuning or without
-        ``fast``. Enter it after ``torch.no_grad()`` where there is one, and only around the policy's own passes."""
-        if not self.fast or self.frozen is not None:
+        """For passes without gradient: the LoRA layers run as one matmul each (``merged_lora``). A no-op in full
+        fine-tuning, without ``fast``, and in passes with gradient (there, autograd through a merged weight costs a
+        full weight gradient per layer: measured slower than LoRA's thin matmuls, docs/performance.md). Enter it
+        after ``torch.no_grad()`` where there is one, and only around the policy's own passes."""
+        if not self.fast or self.frozen is not None or torch.is_grad_enabled():
             return nullcontext()
-        return lora_one_matmul(self.model) if torch.is_grad_enabled() else merged_lora(self.model)
+        return merged_lora(self.model)
 
     def encode_documents(self, texts: list[str], batch_size: int) -> np.ndarray:
         """Document vectors from the current weights (eval mode, no gradient)."""
@@ -155,39 +156,6 @@ def _mergeable(module) -> list[str] | None:
                    or module.lora_bias.get(a) for a in adapters)):
         return None
     return adapters
-
-
-@contextmanager
-def lora_one_matmul(model) -> Iterator[None]:
-    """Within the block (passes with gradient), each plain LoRA layer computes ``x (W + scaling * B @ A)^T`` with
-    autograd through the merge, instead of ``x W^T + scaling * (x A^T) B^T``. Forward: one large matmul (plus the
-    rank-16 merge) instead of one large and two thin ones and two element-wise passes over the output; backward:
-    the merged weight's gradient (one large matmul) from which A's and B's follow, instead of four thin matmuls.
-    The same gradients to float rounding. A layer whose adapters are disabled inside the block (the reference)
-    runs its base layer, as unpatched."""
-    patched = []
-
-    def one_matmul(module, adapters):
-        def forward(x, *args, **kwargs):
-            base = module.get_base_layer()
-            if module.disable_adapters:
-                return base(x, *args, **kwargs)
-            weight = base.weight
-            for a in adapters:
-                weight = torch.addmm(weight, module.lora_B[a].weight, module.lora_A[a].weight, alpha=module.scaling[a])
-            return torch.nn.functional.linear(x, weight, base.bias)
-        return forward
-
-    try:
-        for module in model.modules():
-            adapters = _mergeable(module)
-            if adapters:
-                module.forward = one_matmul(module, adapters)
-                patched.append(module)
-        yield
-    finally:
-        for module in patched:
-            del module.forward  # the class's forward again
 
 
 def load_trainee(start_dir: str | Path, model_config: ModelConfig, config, **embedder_overrides) -> Trainee:
