@@ -113,3 +113,71 @@ def missing_inputs(data: Path, data_file: str, model_dir: Path) -> bool:
               f"or pass --model PATH", file=sys.stderr)
         return True
     return False
+
+
+# SmolLM2-135M(-Instruct)'s architecture with the embed token (config.json of models/base): what the speed figures
+# are about when the real weights are not at hand (speed does not depend on the weights' values).
+SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                    num_key_value_heads=3, head_dim=64, vocab_size=49153, max_position_embeddings=8192,
+                    rms_norm_eps=1e-5, rope_parameters={"rope_theta": 100000.0, "rope_type": "default"},
+                    tie_word_embeddings=True)
+
+
+def model_dir_or_random(model_dir: Path, tmp: Path) -> tuple[Path, str]:
+    """``model_dir`` when it holds a model; else SmolLM2-135M's architecture with random weights, built in ``tmp``
+    (tokenizer: the tiny byte-level BPE of ``searchr3.model.tiny``, so texts tokenise longer than with SmolLM2's;
+    the profiles' token caps keep the shapes). Returns the folder and a line saying which it is."""
+    if (model_dir / "config.json").is_file():
+        return model_dir, f"{model_dir} (real weights)"
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from searchr3.model.materialize import materialize
+    from searchr3.model.tiny import build_tiny_raw
+
+    raw = build_tiny_raw(tmp / "tokenizer")
+    tok = AutoTokenizer.from_pretrained(raw)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**SMOLLM2_135M, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                         pad_token_id=tok.pad_token_id))
+    model.save_pretrained(tmp / "raw")
+    tok.save_pretrained(tmp / "raw")
+    materialize(str(tmp / "raw"), tmp / "model")
+    return tmp / "model", (f"no model at {model_dir}: SmolLM2-135M's architecture with random weights "
+                           "(tiny byte-level tokenizer; speed only)")
+
+
+def scifact_train_rows(data: Path, n: int, negatives: int, seed: int, docs: int = 0) -> tuple[list[dict], dict[str, str]]:
+    """``n`` seeded SciFact train rows for the training-step benchmarks: query, its first positive, ``negatives``
+    seeded random other documents, and ``trace`` (the positive's first 64 words: a stand-in for a kept reasoning
+    trace, cut by the trainer at its token cap); and a corpus of the rows' documents plus seeded distractors up
+    to ``docs`` in all (0: the rows' documents only)."""
+    import random
+
+    from searchr3.data.beir import load_beir
+
+    rs = load_beir(data, "train")
+    rng = random.Random(seed)
+    doc_ids = sorted(rs.corpus)
+    qids = sorted(rs.judged_queries())
+    rng.shuffle(qids)
+    rows = []
+    for qid in qids[:n]:
+        pos = sorted(d for d, r in rs.qrels[qid].items() if r > 0 and d in rs.corpus)[0]
+        negs = [d for d in rng.sample(doc_ids, negatives + 1) if d != pos][:negatives]
+        rows.append({"query_id": qid, "query": rs.queries[qid], "positive_id": pos, "positive": rs.corpus[pos],
+                     "negative_ids": negs, "negatives": [rs.corpus[d] for d in negs],
+                     "trace": " ".join(rs.corpus[pos].split()[:64])})
+    keep = {d for r in rows for d in [r["positive_id"], *r["negative_ids"]]}
+    others = [d for d in doc_ids if d not in keep]
+    rng.shuffle(others)
+    chosen = sorted(keep | set(others[: max(0, docs - len(keep))]))
+    return rows, {d: rs.corpus[d] for d in chosen}
+
+
+def has_train_split(data: Path) -> bool:
+    """Print one error line and return False when the BEIR folder has no train qrels."""
+    if (data / "qrels" / "train.tsv").is_file():
+        return True
+    print(f"error: no {data / 'qrels' / 'train.tsv'}; this benchmark needs the shared SciFact folder (or --data DIR)",
+          file=sys.stderr)
+    return False

@@ -79,3 +79,26 @@ def test_generate_reasoning_uses_the_cap_and_cuts_at_the_token(embedder):
     assert all(len(g) <= 5 for g in gen.generated)
     assert gen.generated == [e._cut_trace(g)[0] for g in decode(e.model, gen.prompts, e.pad_id,
                                                              e.eos_ids | {e.embed_token_id}, 5)]
+
+
+def test_repeated_prompts_share_one_prompt_pass(embedder, monkeypatch):
+    """GRPO's groups: a repeated prompt is run through the prompt pass once; the rows decode as if each had its own."""
+    e = embedder
+    prompts = e.tokenize_reasoning_prompts([QUERIES[0], QUERIES[1], QUERIES[0], QUERIES[3], QUERIES[0], QUERIES[1]])
+    widths = []
+    real_forward = e.model.forward
+
+    def spy(*args, **kwargs):
+        widths.append(tuple(kwargs["input_ids"].shape))
+        return real_forward(*args, **kwargs)
+
+    separate = decode(e.model, prompts, e.pad_id, e.eos_ids, MAX_NEW, share_prompts=False)
+    monkeypatch.setattr(e.model, "forward", spy)
+    shared = decode(e.model, prompts, e.pad_id, e.eos_ids, MAX_NEW)
+    assert widths[0][0] == 3 and widths[1][0] == 6  # 3 distinct prompts in the prompt pass, then 6 rows
+    assert shared == separate
+    torch.manual_seed(0)
+    sampled_separate = decode(e.model, prompts, e.pad_id, e.eos_ids, MAX_NEW, temperature=1.0, share_prompts=False)
+    torch.manual_seed(0)
+    sampled_shared = decode(e.model, prompts, e.pad_id, e.eos_ids, MAX_NEW, temperature=1.0)
+    assert sampled_shared == sampled_separate  # the same logits, so the same draws

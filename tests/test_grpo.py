@@ -302,3 +302,49 @@ def test_refresh_prefetches_the_documents_the_next_step_scores(tiny_model_dir, t
                tiny_model_dir, rows, corpus, tmp_path / "m", tmp_path / "c", tmp_path / "i", live_dir=None,
                progress=False, on_step=hook)
     assert versions == {1: [1, 1, 1, 1], 2: [2, 2, 2, 2]}  # scored by policy s + 1 with vectors of version s + 1
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_fast_step_equals_the_step_as_it_was(tiny_model_dir, grpo_toy, mode):
+    """Trainee.fast (one prompt pass per group, LoRA merged without gradient, packed passes, the direct InfoNCE's
+    documents from the index) gives the same traces, log-probs, embeddings, rewards, losses and updated weights."""
+    from functools import partial
+
+    from searchr3.index.store import DocumentIndex
+    from searchr3.train.grpo import reward, rollout, score, update
+    from searchr3.train.losses.infonce import InfoNCELoss
+
+    rows, corpus = grpo_toy.toy_data()
+    batch = rows[:3]
+    cfg = grpo_toy.config(mode=mode, group_size=3, queries_per_step=3, micro_batch=4, lambda_nce=0.5,
+                          lambda_trace_nce=0.1)
+    out = {}
+    for fast in (False, True):
+        trainee = load_trainee(tiny_model_dir, ModelConfig(max_new_tokens=6), cfg)
+        trainee.fast = fast
+        with torch.no_grad():  # away from the start model (LoRA's B starts at 0), the same way on both sides
+            for p in trainee.params:
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
+            for p in trainee.model.parameters():
+                if not p.requires_grad:
+                    p.mul_(3)  # a sharper base model: traces vary from token to token
+        index = DocumentIndex(encode_batch=8)
+        index.build(list(corpus), list(corpus.values()), partial(trainee.encode_documents, batch_size=8), version=0)
+        torch.manual_seed(0)
+        reasoning = rollout(trainee, batch, cfg)
+        scores = score(trainee, reasoning, cfg.micro_batch, cfg.temperature)
+        rewards = reward(index, batch, reasoning, scores, cfg, 10)
+        losses = update(trainee, batch, scores, rewards, ClippedPolicyLoss(beta=0.04), InfoNCELoss(temperature=0.05),
+                        cfg, index, {r["query_id"]: {r["positive_id"]} for r in rows}, version=0)
+        out[fast] = (reasoning, scores, rewards, losses, common.trainable_state(trainee.model))
+    (r0, s0, w0, l0, p0), (r1, s1, w1, l1, p1) = out[False], out[True]
+    assert r1.generated == r0.generated and len({tuple(g) for g in r0.generated}) > 3
+    for a, b in zip(s0.old_logp + s0.ref_logp, s1.old_logp + s1.ref_logp):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(s1.vectors, s0.vectors, atol=1e-5)
+    assert w1.rewards == w0.rewards and len(w0.active) > 0
+    assert set(l1) == set(l0) and all(l1[k] == pytest.approx(l0[k], rel=1e-4, abs=1e-6) for k in l0 if k != "lr")
+    # the first Adam step moves every weight by about +-lr (5e-3) whatever its gradient's size, so a gradient near 0
+    # that differs in its last bits can move a weight differently: 1e-5 is 0.2 % of one step
+    for name, value in p0.items():
+        torch.testing.assert_close(p1[name], value, rtol=1e-4, atol=1e-5)

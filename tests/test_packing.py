@@ -87,3 +87,25 @@ def test_packed_attention_switch_is_restored(embedder):
     assert embedder.model.config._attn_implementation == before
     # a normal padded forward still works afterwards (generation relies on it)
     assert embedder.forward_embeddings(embedder.tokenize_documents(DOCS[:2])).shape[0] == 2
+
+
+def test_shared_prefix_pack_gives_each_sequence_its_own_hidden_states(tiny_model_dir):
+    """GRPO's groups: the template's system prompt and each distinct prompt are packed once; every token's hidden
+    state is the one the whole sequence gives alone (a segment attends to the ones before it, positions continue)."""
+    from searchr3.train import common
+
+    e = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
+    a, b = e.tokenize_reasoning_prompts(["alpha beta", "search engines rank documents"])
+    seqs = [a + [5, 6, 7], b + [8], a + [9, 10], a, b + [11, 12, 13, 14]]
+    system = e.template_prefix_length(a)
+    assert system > 0 and a[:system] == b[:system]  # the reasoning template's system prompt
+    splits = [[system, len(s)] for s in (a, b, a, a, b)]
+    packed = common.pack_with_prefixes(seqs, splits)
+    where = packed.where
+    # the system prompt once, each query's prompt once, then the continuations; the bare prompt is its own row
+    assert packed.ids.shape[1] == system + (len(a) - system) + (len(b) - system) + 3 + 1 + 2 + (len(a) - system) + 4
+    with torch.no_grad():
+        hidden = common.packed_hidden(e.model, packed)
+        for seq, at in zip(seqs, where):
+            alone = common.packed_hidden(e.model, common.pack_sequences([seq]))
+            torch.testing.assert_close(hidden[at], alone, rtol=1e-5, atol=1e-5)

@@ -225,3 +225,61 @@ def test_the_embed_token_row_trains_at_its_own_learning_rate(tiny_model_dir):
     names = {id(p): n for n, p in trainee.model.named_parameters()}
     assert [names[id(p)] for p in groups[1]["params"]] == [
         n for n, p in trainee.model.named_parameters() if "trainable_tokens_delta" in n]
+
+
+@pytest.mark.parametrize("mode,doc_grad", [("lora", False), ("full", True)])
+def test_packed_batch_gives_the_padded_loss_and_gradients(tiny_model_dir, mode, doc_grad):
+    """The packed step (no padding, LM head only at targets, reference only over KL rows) computes the padded step's
+    loss terms and gradients, to float32 rounding."""
+    from searchr3.train.trainer_setup import load_trainee
+
+    cfg = config(mode=mode, doc_grad=doc_grad, lambda_kl=0.5, lambda_ce=1.0)
+    trainee = load_trainee(tiny_model_dir, ModelConfig(), cfg)
+    with torch.no_grad():  # move the policy away from its reference, so the KL term is not 0
+        for p in trainee.params:
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
+    loss_fn = CompositeLoss(cfg.lambda_ce, cfg.lambda_kl, cfg.lambda_nce, cfg.lambda_tri, temperature=cfg.temperature)
+    rows = toy_rows(6)  # q0, q1 traced (KL), q2..q5 direct
+    out = {}
+    for packed in (False, True):
+        batch = SFTBatchBuilder(trainee.embedder, cfg, TRACES, packed=packed).build(rows)
+        result = compute_loss(trainee.model, batch, loss_fn, trainee.embed_id, cfg, trainee.reference,
+                              merged=trainee.merged if packed else None)
+        result.total.backward()
+        grads = {n: p.grad.clone() for n, p in trainee.model.named_parameters() if p.grad is not None}
+        trainee.optimizer.zero_grad(set_to_none=True)
+        out[packed] = (result.components, grads)
+    (padded, g_padded), (packed, g_packed) = out[False], out[True]
+    assert set(padded) == set(packed) == {"ce", "kl", "infonce", "triplet"} and padded["kl"] > 1e-4
+    for term in padded:
+        assert packed[term] == pytest.approx(padded[term], rel=1e-5, abs=1e-6), term
+    assert set(g_padded) == set(g_packed) and len(g_packed) > 0
+    for name, grad in g_padded.items():
+        torch.testing.assert_close(g_packed[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_merged_lora_gives_the_unmerged_outputs_and_puts_the_weights_back(tiny_model_dir):
+    from searchr3.train.trainer_setup import load_trainee, merged_lora
+
+    trainee = load_trainee(tiny_model_dir, ModelConfig(), config(mode="lora"))
+    with torch.no_grad():
+        for p in trainee.params:  # LoRA's B starts at 0: make the adapters do something
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
+    before = {k: v.clone() for k, v in trainee.model.state_dict().items()}
+    texts = [r["positive"] for r in toy_rows(5)]
+    with torch.no_grad():
+        plain = trainee.embedder.encode_documents(texts)
+        with merged_lora(trainee.model):
+            merged = trainee.embedder.encode_documents(texts)
+        again = trainee.embedder.encode_documents(texts)  # the adapters run again after the block
+        with trainee.reference():
+            base = trainee.embedder.encode_documents(texts)
+    np.testing.assert_allclose(merged, plain, atol=1e-5)
+    np.testing.assert_array_equal(again, plain)
+    assert np.abs(base - plain).max() > 1e-3  # the adapters change the vectors, and merging kept that change
+    after = trainee.model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())  # bit for bit: swapped back, not subtracted
+    with pytest.raises(RuntimeError, match="without gradient"):
+        with merged_lora(trainee.model):
+            pass
+

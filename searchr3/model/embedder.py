@@ -295,6 +295,15 @@ class Embedder:
             shared += 1
         return max(1, len(query_tail) - shared)
 
+    def template_prefix_length(self, ids: list[int]) -> int:
+        """How many leading tokens of ``ids`` are a template's system prompt (reasoning, query or document), which
+        every text of that template shares (training packs it once per batch, ``common.pack_with_prefixes``); 0 if
+        none."""
+        for prefix in sorted((self._reason[0], self._query[0], self._doc[0]), key=len, reverse=True):
+            if prefix and ids[:len(prefix)] == prefix:
+                return len(prefix)
+        return 0
+
     @property
     def closing_tokens(self) -> int:
         """Length of the fallback suffix (the closing phrase through the token) in tokens."""
@@ -375,10 +384,11 @@ class Embedder:
     @torch.inference_mode()
     def generate_reasoning(self, texts: list[str], batch_size: int | None = None, progress: bool = False,
                            temperature: float | None = None, max_new_tokens: int | None = None,
-                           max_time: float | None = None) -> "Reasoning":
+                           max_time: float | None = None, share_prompts: bool = True) -> "Reasoning":
         """Generate an analysis per query; returns prompt ids, generated ids and full ids ending in the token.
 
         ``max_time`` (seconds) stops each batch's generation when it runs out (a time budget for serving).
+        ``share_prompts``: a query repeated in ``texts`` (GRPO's group) gets one prompt pass (``generation.decode``).
         """
         prompts = self.tokenize_reasoning_prompts(texts)
         bs = batch_size or max(self.config.batch_size, 1)
@@ -391,7 +401,8 @@ class Embedder:
         stop = self.eos_ids | {self.embed_token_id}
         for start in range(0, len(order), bs):
             b = order[start: start + bs]
-            out = decode(self.model, [prompts[i] for i in b], self.pad_id, stop, max_new, temp, max_time=max_time)
+            out = decode(self.model, [prompts[i] for i in b], self.pad_id, stop, max_new, temp, max_time=max_time,
+                         share_prompts=share_prompts)
             for new_ids, i in zip(out, b):
                 generated[i], stops[i] = self._cut_trace(new_ids)
             if bar:

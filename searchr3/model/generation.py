@@ -6,6 +6,9 @@ machinery every step. Reasoning traces stop at very different lengths (the embed
 dozen tokens, or the length cap), so here a row that emits a stop token is dropped from the batch
 and from the cache the same step, and the loop ends when no row is left.
 
+Identical prompts (GRPO samples a group of traces per query) are run through the prompt pass once; their
+cache rows and first logits are then copied per prompt (``share_prompts``).
+
 Decoding is greedy at ``temperature == 0``, else plain sampling from ``softmax(logits / temperature)``
 (``generate``'s ``do_sample=True, top_k=0, top_p=1.0``). Greedy output matches ``generate`` token for
 token; sampled output follows the same distribution (not the same draws: finished rows draw nothing).
@@ -20,10 +23,11 @@ from searchr3.model.padding import pad_batch
 
 
 def decode(model, prompts: list[list[int]], pad_id: int, stop_ids: set[int], max_new_tokens: int,
-           temperature: float = 0.0, max_time: float | None = None) -> list[list[int]]:
+           temperature: float = 0.0, max_time: float | None = None, share_prompts: bool = True) -> list[list[int]]:
     """Generate up to ``max_new_tokens`` per prompt; each list ends at (and includes) its first stop token.
 
     ``max_time`` (seconds, a serving budget): no new step starts once it has passed; rows then end where they are.
+    ``share_prompts``: one prompt pass per distinct prompt (the rows of a repeated prompt copy its cache).
     """
     from transformers import DynamicCache
 
@@ -32,12 +36,18 @@ def decode(model, prompts: list[list[int]], pad_id: int, stop_ids: set[int], max
     generated: list[list[int]] = [[] for _ in prompts]
     if not prompts or max_new_tokens <= 0:
         return generated
-    ids, mask, pos = pad_batch(prompts, pad_id, "left", device)
+    distinct = list(dict.fromkeys(map(tuple, prompts))) if share_prompts else [tuple(p) for p in prompts]
+    ids, mask, pos = pad_batch([list(p) for p in distinct], pad_id, "left", device)
     stop = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
     rows = torch.arange(len(prompts), device=device)  # batch row -> prompt index
     cache = DynamicCache(config=model.config)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
                    logits_to_keep=1).logits[:, -1]
+    if len(distinct) < len(prompts):  # copy each distinct prompt's cache row and logits to the rows that repeat it
+        where = {p: i for i, p in enumerate(distinct)}
+        source = torch.tensor([where[tuple(p)] for p in prompts], device=device)
+        cache.batch_select_indices(source)
+        logits, mask, pos = logits[source], mask[source], pos[source]
     next_pos = pos[:, -1:] + 1
     for step in range(max_new_tokens):
         token = _pick(logits, temperature)

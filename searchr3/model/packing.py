@@ -72,17 +72,31 @@ def last_token_in_segments(ids: torch.Tensor, cu_seqlens: torch.Tensor, token_id
 
 def _packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
                  **kwargs):
-    """Causal SDPA per packed segment. query (1, H, P, d), key/value (1, Hkv, P, d) -> (1, P, H, d)."""
+    """Causal SDPA per packed segment. query (1, H, P, d), key/value (1, Hkv, P, d) -> (1, P, H, d).
+
+    ``searchr3_prefix`` (optional, one entry per segment): the ``(start, end)`` ranges of the segments this one
+    continues, in order (their tokens come before its own; segments that several sequences share), or None.
+    A segment attends to all of them and causally to itself."""
     cu = kwargs.get("cu_seq_lens_q")
     if cu is None or query.shape[0] != 1:
         raise RuntimeError(f"{PACKED_ATTENTION} attention needs one packed row and cu_seq_lens_q")
+    prefixes = kwargs.get("searchr3_prefix")
     gqa = key.shape[1] != query.shape[1]
     out = torch.empty(query.shape[0], query.shape[2], query.shape[1], query.shape[3], dtype=query.dtype,
                       device=query.device)
     bounds = cu.tolist()
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        o = torch.nn.functional.scaled_dot_product_attention(
-            query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True, scale=scaling, enable_gqa=gqa)
+    for n, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        ranges = prefixes[n] if prefixes is not None else None
+        if not ranges:
+            o = torch.nn.functional.scaled_dot_product_attention(
+                query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True, scale=scaling, enable_gqa=gqa)
+        else:  # all of the prefix segments, then causal inside the segment (bottom-right aligned)
+            width = sum(pb - pa for pa, pb in ranges)
+            k = torch.cat([key[:, :, pa:pb] for pa, pb in ranges] + [key[:, :, a:b]], dim=2)
+            v = torch.cat([value[:, :, pa:pb] for pa, pb in ranges] + [value[:, :, a:b]], dim=2)
+            allowed = torch.ones(b - a, width + b - a, dtype=torch.bool, device=query.device).tril(diagonal=width)
+            o = torch.nn.functional.scaled_dot_product_attention(query[:, :, a:b], k, v, attn_mask=allowed,
+                                                                 scale=scaling, enable_gqa=gqa)
         out[:, a:b] = o.transpose(1, 2)
     return out, None
 

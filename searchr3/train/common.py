@@ -6,7 +6,10 @@ from __future__ import annotations
 import logging
 import random
 import shutil
-from contextlib import nullcontext
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ import torch
 
 from searchr3.files import atomic_file
 from searchr3.model.embedder import last_token_positions, resolve_dtype
+from searchr3.model.packing import last_token_in_segments, pack, packed_attention
 
 CHECKPOINT_FILE = "checkpoint.pt"  # the old single-file format: never loaded, removed by the next save
 log = logging.getLogger(__name__)
@@ -104,6 +108,161 @@ def hidden_and_logits(model, ids, mask, pos, want_logits: bool):
 def lm_logits(model, hidden: torch.Tensor) -> torch.Tensor:
     """The LM head applied to final hidden states (e.g. only the positions that have targets)."""
     return causal_lm(model).get_output_embeddings()(hidden)
+
+
+# ---- packed passes: sequences end to end in one row, no padding (``searchr3.model.packing``) ----------------
+#
+# The padded passes above spend FLOPs on padding and, for LM losses, run the LM head (vocabulary-wide) on every
+# position after the earliest target. A packed pass runs the body on the real tokens only (attention per
+# sequence) and the LM head only where a target is; the losses then see "compact" tensors: one row whose
+# position ``i`` holds the logits that predict target ``i + 1`` (the shift convention of the losses, so they are
+# used unchanged; the last row is a zero hidden state whose logits are never read).
+
+@dataclass
+class Packed:
+    """Sequences laid end to end: ``ids``/``pos`` (1, P), ``cu`` (n + 1,) segment bounds, ``longest`` length;
+    ``prefix`` (optional, per segment): the ``(start, end)`` ranges of the segments it continues, and ``where``
+    (per sequence): the packed position of each of its tokens (``pack_with_prefixes``; else sequence = segment)."""
+
+    ids: torch.Tensor
+    pos: torch.Tensor
+    cu: torch.Tensor
+    longest: int
+    prefix: list[list[tuple[int, int]] | None] | None = None
+    where: list[list[int]] | None = None
+
+    @property
+    def starts(self) -> list[int]:
+        return self.cu[:-1].tolist()
+
+
+def pack_sequences(seqs: list[list[int]], device=None) -> Packed:
+    ids, pos, cu = pack(seqs, device)
+    return Packed(ids, pos, cu, max(len(s) for s in seqs))
+
+
+def pack_with_prefixes(seqs: list[list[int]], splits: list[list[int]], device=None) -> Packed:
+    """Pack sequences that share leading parts once per distinct part: ``splits[i]`` are cut points of sequence
+    ``i`` (e.g. the end of its template's system prompt, the end of its query's prompt; any order, and 0, repeats
+    and cuts at or past its end are ignored); the tokens before each cut form a segment that every sequence with
+    the same tokens up to that cut shares (SFT: the template; GRPO: the template, then a group's prompt). A
+    segment attends to the segments before it in its sequences and causally to itself; positions continue
+    theirs. The hidden states equal each sequence's alone.
+
+    ``Packed.where[i][t]``: the packed position of token ``t`` of sequence ``i`` (where its hidden state is)."""
+    segments: list[list[int]] = []
+    firsts: list[int] = []
+    ranges: list[list[tuple[int, int]]] = []
+    found: dict[tuple[int, ...], int] = {}  # tokens up to a cut -> its segment
+    used = 0
+    where: list[list[int]] = []
+    for seq, cuts in zip(seqs, splits, strict=True):
+        bounds = sorted({c for c in cuts if 0 < c < len(seq)})
+        at: list[int] = []
+        before: list[tuple[int, int]] = []
+        for lo, hi in zip([0, *bounds], [*bounds, len(seq)]):
+            key = tuple(seq[:hi])
+            shared = hi < len(seq)  # the last part is the sequence's own, even if another sequence equals it
+            if not shared or key not in found:
+                segments.append(seq[lo:hi])
+                firsts.append(lo)
+                ranges.append(list(before))
+                if shared:
+                    found[key] = len(segments) - 1
+                start, used = used, used + hi - lo
+            else:
+                n = found[key]
+                start = sum(len(x) for x in segments[:n])
+            at += range(start, start + hi - lo)
+            before.append((start, start + hi - lo))
+        where.append(at)
+    lengths = [len(x) for x in segments]
+    cu = torch.zeros(len(segments) + 1, dtype=torch.int32)
+    cu[1:] = torch.tensor(lengths).cumsum(0)
+    ids = torch.tensor([t for x in segments for t in x], dtype=torch.long).unsqueeze(0)
+    pos = torch.tensor([f + t for f, x in zip(firsts, segments) for t in range(len(x))], dtype=torch.long).unsqueeze(0)
+    prefix = [r or None for r in ranges]
+    return Packed(ids.to(device), pos.to(device), cu.to(device), max(lengths), prefix if any(prefix) else None, where)
+
+
+def pack_shared_templates(seqs: list[list[int]], embedder, device=None) -> Packed:
+    """``pack_with_prefixes`` with each sequence's template system prompt (``Embedder.template_prefix_length``)
+    packed once: for sequences that end in the embed token (pooling reads the last one of each segment)."""
+    return pack_with_prefixes(seqs, [[embedder.template_prefix_length(s)] for s in seqs], device)
+
+
+def packed_hidden(model, packed: Packed) -> torch.Tensor:
+    """Final (normed) hidden states of every packed token, ``(P, hidden)``; attention stays inside each sequence
+    (and its prefix, ``Packed.prefix``)."""
+    lm = causal_lm(model)
+    body = getattr(lm, lm.base_model_prefix)
+    extra = {"searchr3_prefix": packed.prefix} if packed.prefix is not None else {}
+    with packed_attention(lm):
+        out = body(input_ids=packed.ids, position_ids=packed.pos, cu_seq_lens_q=packed.cu, cu_seq_lens_k=packed.cu,
+                   max_length_q=packed.longest, max_length_k=packed.longest, **extra)
+    return out.last_hidden_state[0]
+
+
+def packed_pool(hidden: torch.Tensor, packed: Packed, embed_id: int) -> torch.Tensor:
+    """L2-normalised hidden state at the last ``embed_id`` of each packed sequence, ``(n, hidden)`` float32."""
+    if packed.where is None:
+        last = last_token_in_segments(packed.ids[0], packed.cu, embed_id)
+    else:
+        ids = packed.ids[0].tolist()
+        found = [max((p for p in at if ids[p] == embed_id), default=-1) for at in packed.where]
+        if min(found) < 0:
+            raise ValueError(f"sequences {[i for i, p in enumerate(found) if p < 0]} contain no embed token")
+        last = torch.tensor(found, dtype=torch.long, device=hidden.device)
+    return torch.nn.functional.normalize(hidden[last].float(), dim=-1)
+
+
+def next_token_targets(labels: list[list[int]], starts: list[int]) -> tuple[list[int], list[int]]:
+    """For aligned labels of packed sequences (sequence ``i`` starts at ``starts[i]``): the packed positions whose
+    logits predict a labelled token, and those tokens (the losses' shift: position ``t`` predicts ``labels[t + 1]``)."""
+    from searchr3.model.config import IGNORE_INDEX
+
+    positions, targets = [], []
+    for start, row in zip(starts, labels, strict=True):
+        for t in range(len(row) - 1):
+            if row[t + 1] != IGNORE_INDEX:
+                positions.append(start + t)
+                targets.append(row[t + 1])
+    return positions, targets
+
+
+def compact_labels(targets: list[int], device=None) -> torch.Tensor:
+    """``(1, N + 1)`` labels for compact logits: ignore, then the targets (logits row ``i`` predicts ``i + 1``)."""
+    from searchr3.model.config import IGNORE_INDEX
+
+    return torch.tensor([[IGNORE_INDEX] + list(targets)], dtype=torch.long, device=device)
+
+
+def compact_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """``(1, N + 1, vocab)`` LM logits of ``hidden`` (N, d) rows plus a zero row (never a prediction, see above)."""
+    return lm_logits(model, torch.cat([hidden, hidden.new_zeros(1, hidden.shape[-1])]))[None]
+
+
+class PhaseTimer:
+    """Wall seconds per named phase, summed over the calls: ``with timer("score"): ...``; ``phase(timer, name)``
+    is a no-op when ``timer`` is None (the loops pass one only when measuring)."""
+
+    def __init__(self):
+        self.started, self.seconds = time.perf_counter(), {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+    def metrics(self) -> dict[str, float]:
+        return {f"time/{p}_s": s for p, s in self.seconds.items()} | {"time/step_s": time.perf_counter() - self.started}
+
+
+def phase(timer: PhaseTimer | None, name: str):
+    return timer(name) if timer is not None else nullcontext()
 
 
 def first_target_position(labels: torch.Tensor) -> int:

@@ -33,8 +33,7 @@ import logging
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -51,6 +50,7 @@ from searchr3.model.embedder import LabelledSequence, Reasoning, pad_labelled
 from searchr3.model.padding import pad_batch
 from searchr3.train import common
 from searchr3.train.advantages import group_advantages
+from searchr3.train.common import PhaseTimer
 from searchr3.train.grpo_config import GRPOConfig
 from searchr3.train.losses.clipped_policy import ClippedPolicyLoss, masked_sequence_mean
 from searchr3.train.losses.infonce import InfoNCELoss, has_negatives
@@ -127,6 +127,62 @@ def generated_logprobs(model, seqs: list[LabelledSequence], pad_id: int, device,
     return rows, (common.pool(hidden, ids, embed_id) if embed_id is not None else None)
 
 
+def packed_logprobs(model, seqs: list[LabelledSequence], device, embed_id: int | None = None,
+                    temperature: float = 1.0, splits: list[list[int]] | None = None
+                    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """``generated_logprobs`` without padding: the sequences packed end to end (``common.packed_hidden``) and the LM
+    head only at the positions that predict a labelled token. Without ``embed_id`` (no embedding wanted) each
+    sequence is cut after its last such position: attention is causal, so its log-probs are the same.
+    ``splits`` (per sequence, increasing cut points): the parts before the cuts are packed once for all the
+    sequences that share them (``common.pack_with_prefixes``: the template's system prompt, a group's prompt);
+    the same hidden states for a fraction of the tokens."""
+    from searchr3.model.config import IGNORE_INDEX
+
+    if embed_id is None:
+        cut = [max((i for i, t in enumerate(s.labels) if t != IGNORE_INDEX), default=1) for s in seqs]
+        ids = [s.ids[:max(n, 1)] for s, n in zip(seqs, cut)]
+    else:
+        ids = [s.ids for s in seqs]
+    labels = [s.labels[:len(i) + 1] for s, i in zip(seqs, ids)]  # the label after a cut is still predicted
+    if splits is not None:
+        packed = common.pack_with_prefixes(ids, splits, device)
+        where = packed.where
+    else:
+        packed = common.pack_sequences(ids, device)
+        where = [range(start, start + len(i)) for start, i in zip(packed.starts, ids)]
+    positions, targets, counts = [], [], []
+    for row, at in zip(labels, where):
+        hits = [(at[t], row[t + 1]) for t in range(len(row) - 1) if row[t + 1] != IGNORE_INDEX]
+        positions += [h[0] for h in hits]
+        targets += [h[1] for h in hits]
+        counts.append(len(hits))
+    hidden = common.packed_hidden(model, packed)
+    logits = common.lm_logits(model, hidden[torch.tensor(positions, dtype=torch.long, device=device)]).float()
+    logits = logits / temperature
+    chosen = logits.gather(-1, torch.tensor(targets, dtype=torch.long, device=device)[:, None]).squeeze(-1)
+    logp = chosen - logits.logsumexp(-1)
+    vectors = common.packed_pool(hidden, packed, embed_id) if embed_id is not None else None
+    return list(logp.split(counts)), vectors
+
+
+def prompt_length(seq: LabelledSequence) -> int:
+    """Tokens before the first labelled one (the prompt the sampled tokens continue)."""
+    from searchr3.model.config import IGNORE_INDEX
+
+    return next((t for t, v in enumerate(seq.labels) if v != IGNORE_INDEX), len(seq.ids))
+
+
+def sequence_logprobs(trainee: Trainee, model, seqs: list[LabelledSequence], embed_id: int | None = None,
+                      temperature: float = 1.0) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """``packed_logprobs`` when the trainee packs (``Trainee.packed``; the template's system prompt and each group's
+    prompt packed once), else ``generated_logprobs`` (padded)."""
+    e = trainee.embedder
+    if trainee.packed:
+        splits = [[e.template_prefix_length(s.ids), prompt_length(s)] for s in seqs]
+        return packed_logprobs(model, seqs, e.device, embed_id, temperature, splits)
+    return generated_logprobs(model, seqs, e.pad_id, e.device, embed_id, temperature)
+
+
 def pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack variable-length 1-D rows into ``(values (B, L), mask (B, L))``, zero padded."""
     values = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
@@ -163,9 +219,10 @@ class Rewards:
 def rollout(trainee: Trainee, batch: list[dict], config: GRPOConfig) -> Reasoning:
     """1. ``group_size`` reasoning traces per query, sampled from the current policy."""
     trainee.model.eval()
-    with trainee.autocast():
+    with trainee.autocast(), torch.no_grad(), trainee.merged():
         return trainee.embedder.generate_reasoning([r["query"] for r in batch for _ in range(config.group_size)],
-                                                   batch_size=config.micro_batch, temperature=config.temperature)
+                                                   batch_size=config.micro_batch, temperature=config.temperature,
+                                                   share_prompts=trainee.fast)
 
 
 def score(trainee: Trainee, reasoning: Reasoning, micro_batch: int, temperature: float) -> Scores:
@@ -175,11 +232,12 @@ def score(trainee: Trainee, reasoning: Reasoning, micro_batch: int, temperature:
     old_logp, ref_logp, vectors = [], [], []
     with torch.no_grad(), trainee.autocast():
         for part in chunks(seqs, micro_batch):
-            rows, vec = generated_logprobs(trainee.model, part, e.pad_id, e.device, e.embed_token_id, temperature)
+            with trainee.merged():
+                rows, vec = sequence_logprobs(trainee, trainee.model, part, e.embed_token_id, temperature)
             old_logp += rows
             vectors.append(vec.cpu())
             with trainee.reference() as reference:
-                ref_logp += generated_logprobs(reference, part, e.pad_id, e.device, temperature=temperature)[0]
+                ref_logp += sequence_logprobs(trainee, reference, part, temperature=temperature)[0]
     return Scores(seqs, old_logp, ref_logp, torch.cat(vectors).numpy())
 
 
@@ -196,9 +254,11 @@ def reward(index: DocumentIndex, batch: list[dict], reasoning: Reasoning, scores
 
 
 def update(trainee: Trainee, batch: list[dict], scores: Scores, rewards: Rewards, policy_loss: ClippedPolicyLoss,
-           nce: InfoNCELoss, config: GRPOConfig, index: DocumentIndex, positives: dict[str, set[str]]) -> dict[str, float]:
+           nce: InfoNCELoss, config: GRPOConfig, index: DocumentIndex, positives: dict[str, set[str]],
+           version: int | None = None) -> dict[str, float]:
     """4. ``updates_per_step`` optimizer updates (policy loss on the active traces + λ_trace_nce · InfoNCE on every
-    trace's embedding + λ_nce · InfoNCE on the direct queries), then the schedule."""
+    trace's embedding + λ_nce · InfoNCE on the direct queries), then the schedule. ``version``: the policy's
+    version before this update (the direct InfoNCE reads document vectors of that version from the index)."""
     trainee.model.train()
     trace_nce = TraceNCE(nce, config.lambda_trace_nce, batch, config.group_size, config.negatives_per_query, index, positives)
     for _ in range(config.updates_per_step):
@@ -207,10 +267,11 @@ def update(trainee: Trainee, batch: list[dict], scores: Scores, rewards: Rewards
             losses = policy_backward(trainee, scores, rewards.active, rewards.advantages, policy_loss, config, trace_nce)
         if config.lambda_nce > 0:
             with trainee.autocast():
-                term = nce_loss(trainee, batch, nce, config, positives)
+                term = nce_loss(trainee, batch, nce, config, positives, index, version)
             (config.lambda_nce * term).backward()
             losses["nce"] = float(term.detach())
         grad_norm = trainee.optimizer_step(config.max_grad_norm)
+        version = None  # after an optimizer step the index no longer holds the current weights' vectors
     trainee.scheduler.step()
     return ({f"loss/{k}": v for k, v in losses.items() if k != "clip_fraction"}
             | {"clip_fraction": losses["clip_fraction"], "lr": trainee.scheduler.get_last_lr()[0], "grad_norm": grad_norm})
@@ -278,9 +339,9 @@ def policy_backward(trainee: Trainee, scores: Scores, active: list[int], advanta
     total = {"policy": 0.0, "kl_penalty": 0.0} | ({"trace_nce": 0.0} if nce_on else {})
     clipped_tokens, tokens = 0.0, 0
     for part in chunks(covered, config.micro_batch):
-        with trainee.autocast():
-            rows, vec = generated_logprobs(trainee.model, [scores.seqs[i] for i in part], e.pad_id, e.device,
-                                           e.embed_token_id if nce_on else None, config.temperature)
+        with trainee.autocast(), trainee.merged():
+            rows, vec = sequence_logprobs(trainee, trainee.model, [scores.seqs[i] for i in part],
+                                          e.embed_token_id if nce_on else None, config.temperature)
         loss = 0.0
         mine = [j for j, i in enumerate(part) if i in active_set]
         if mine:
@@ -304,34 +365,47 @@ def policy_backward(trainee: Trainee, scores: Scores, active: list[int], advanta
 
 
 def nce_loss(trainee: Trainee, rows: list[dict], loss_fn: InfoNCELoss, config: GRPOConfig,
-             positives: dict[str, set[str]]) -> torch.Tensor:
+             positives: dict[str, set[str]], index: DocumentIndex | None = None,
+             version: int | None = None) -> torch.Tensor:
     """InfoNCE on (direct query embedding, positive, ``negatives_per_query`` hard negatives), with gradient; in-batch
-    documents that are known positives of a row's query are masked (rows without a negative were dropped)."""
-    e, model, k = trainee.embedder, trainee.model, config.negatives_per_query
-    q_ids, q_mask, q_pos = pad_batch(e.tokenize_queries([r["query"] for r in rows]), e.pad_id, "right", e.device)
-    q_vec = common.pool(common.hidden_and_logits(model, q_ids, q_mask, q_pos, False)[0], q_ids, e.embed_token_id)
-    docs = e.tokenize_documents(row_documents(rows, k))
-    d_ids, d_mask, d_pos = pad_batch(docs, e.pad_id, "right", e.device)
-    with torch.set_grad_enabled(config.nce_doc_grad):
-        d_hidden = common.hidden_and_logits(model, d_ids, d_mask, d_pos, False)[0]
-        d_vec = common.pool(d_hidden, d_ids, e.embed_token_id).view(len(rows), 1 + k, -1)
+    documents that are known positives of a row's query are masked (rows without a negative were dropped).
+
+    Without document gradient (``nce_doc_grad`` off), document vectors that ``index`` holds at policy ``version``
+    (the current weights: the previous refresh prefetched this step's documents) are taken from it instead of
+    being encoded again (``Trainee.fast``); the others are encoded without gradient."""
+    e, k = trainee.embedder, config.negatives_per_query
+    q_vec = embed(trainee, e.tokenize_queries([r["query"] for r in rows]))
+    d_vec = None
+    if trainee.fast and not config.nce_doc_grad and index is not None and version is not None:
+        d_vec = fresh_vectors(index, row_document_ids(rows, k), version)
+    if d_vec is not None:
+        d_vec = torch.from_numpy(d_vec).to(q_vec.device).view(len(rows), 1 + k, -1)
+    else:
+        with torch.set_grad_enabled(config.nce_doc_grad):
+            d_vec = embed(trainee, e.tokenize_documents(row_documents(rows, k))).view(len(rows), 1 + k, -1)
     return loss_fn(q_vec, d_vec[:, 0], d_vec[:, 1:] if k else None, infonce_ignore(rows, k, positives))
 
 
-class PhaseTimer:
-    """Wall seconds of each named phase, measured around the phase itself: ``with timer("score"): ...``."""
+def embed(trainee: Trainee, seqs: list[list[int]]) -> torch.Tensor:
+    """The policy's embeddings of token sequences (each holding the token), with gradient if it is on: packed with
+    LoRA as one matmul (``Trainee.packed``, ``Trainee.merged``), else one padded batch."""
+    e = trainee.embedder
+    if trainee.packed:
+        packed = common.pack_shared_templates(seqs, e, e.device)
+        with trainee.merged():
+            return common.packed_pool(common.packed_hidden(trainee.model, packed), packed, e.embed_token_id)
+    ids, mask, pos = pad_batch(seqs, e.pad_id, "right", e.device)
+    return common.pool(common.hidden_and_logits(trainee.model, ids, mask, pos, False)[0], ids, e.embed_token_id)
 
-    def __init__(self):
-        self.started, self.seconds = time.perf_counter(), {}
 
-    @contextmanager
-    def __call__(self, phase: str) -> Iterator[None]:
-        started = time.perf_counter()
-        yield
-        self.seconds[phase] = time.perf_counter() - started
-
-    def metrics(self) -> dict[str, float]:
-        return {f"time/{p}_s": s for p, s in self.seconds.items()} | {"time/step_s": time.perf_counter() - self.started}
+def fresh_vectors(index: DocumentIndex, doc_ids: list[str], version: int) -> np.ndarray | None:
+    """The index's vectors of ``doc_ids`` if every one of them was encoded by policy ``version``, else None."""
+    try:
+        if not bool((index.version_of(doc_ids) == version).all()):
+            return None
+    except KeyError:
+        return None
+    return index.vectors(doc_ids)
 
 
 def step_metrics(reasoning: Reasoning, scores: Scores, rewards: Rewards, group_size: int) -> dict[str, float]:
@@ -401,7 +475,8 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
         with timer("reward"):  # 3. rank of the positive in the live index → rewards → advantages
             rewards = reward(index, batch, reasoning, scores, config, search_k)
         with timer("update"):  # 4. clipped policy loss + β·KL (+ λ·InfoNCE) → optimizer
-            losses = update(trainee, batch, scores, rewards, policy_loss, nce, config, index, positives)
+            losses = update(trainee, batch, scores, rewards, policy_loss, nce, config, index, positives,
+                            version=state["policy_version"])
         state["step"] = state["policy_version"] = step + 1
         with timer("refresh"):  # 5. prefetch: re-encode what step + 1 will score (and neighbours), then other stale
             upcoming = [train_rows[i] for i in order[step + 1]] if step + 1 < config.steps else []

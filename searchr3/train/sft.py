@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -53,61 +53,140 @@ def trim_dev(rs: RetrievalSet, max_queries: int, max_docs: int, seed: int) -> Re
 
 
 class SFTBatchBuilder:
-    """Turns training rows into padded tensors (query sequences with CE labels, document sequences, InfoNCE mask).
+    """Turns training rows into tensors (query sequences with CE labels, document sequences, InfoNCE mask).
 
     Query sequences come from ``Embedder.query_sequences``: what inference embeds, labelled on the assistant's
     response through the token (every row). ``kl_labels`` keep only the trace's own tokens (not the closing phrase
     or the token, which the reference never emits, nor a direct row's fixed response). ``ignore`` masks in-batch
     documents that are known positives of a row's query (``positives``: query id -> positive ids, every row).
+
+    ``packed`` (what ``train_sft`` uses when the model supports it, ``packing.supports_packing``): the sequences
+    are laid end to end with no padding (``common.pack_sequences``) and the labels are compact (``positions``:
+    the packed positions that predict a target; ``labels``/``kl_labels`` (1, N + 1), ``common.compact_labels``);
+    otherwise padded batches (``"q": (ids, mask, positions)``, labels (B, T)).
     """
 
     def __init__(self, embedder: Embedder, config: SFTConfig, traces: dict[str, str],
-                 positives: dict[str, set[str]] | None = None):
-        self.e, self.c, self.traces, self.positives = embedder, config, traces, positives
+                 positives: dict[str, set[str]] | None = None, packed: bool = False):
+        self.e, self.c, self.traces, self.positives, self.packed = embedder, config, traces, positives, packed
 
     def build(self, rows: list[dict]) -> dict:
         e, k = self.e, self.c.negatives_per_query
         traced = [self.traces.get(r["query_id"]) for r in rows]
         queries = e.query_sequences([r["query"] for r in rows], traced, self.c.max_query_tokens, self.c.max_trace_tokens)
-        q_ids, q_mask, q_pos, labels = pad_labelled(queries, e.pad_id, e.device)
-        kl_labels = labels.clone()
-        for i, (seq, trace) in enumerate(zip(queries, traced)):
-            kl_labels[i, (len(seq.ids) - e.closing_tokens if trace is not None else 0):] = IGNORE_INDEX
+        kl_cut = [len(seq.ids) - e.closing_tokens if trace is not None else 0 for seq, trace in zip(queries, traced)]
         docs = e.tokenize_documents(row_documents(rows, k), self.c.max_doc_tokens)
         positives = self.positives if self.positives is not None else known_positives(rows)
+        ignore = infonce_ignore(rows, k, positives)
+        if self.packed:
+            return self._packed(queries, kl_cut, docs, k, ignore)
+        q_ids, q_mask, q_pos, labels = pad_labelled(queries, e.pad_id, e.device)
+        kl_labels = labels.clone()
+        for i, cut in enumerate(kl_cut):
+            kl_labels[i, cut:] = IGNORE_INDEX
         return {"q": (q_ids, q_mask, q_pos), "labels": labels, "kl_labels": kl_labels,
-                "d": pad_batch(docs, e.pad_id, "right", e.device), "k": k, "ignore": infonce_ignore(rows, k, positives)}
+                "d": pad_batch(docs, e.pad_id, "right", e.device), "k": k, "ignore": ignore}
+
+    def _packed(self, queries, kl_cut: list[int], docs: list[list[int]], k: int, ignore) -> dict:
+        """Packed tensors, each template's system prompt packed once (``common.pack_shared_templates``); the
+        reference pack holds only the rows with a KL target, each cut after its last KL position (causal
+        attention: the logits there are exactly those of the whole row)."""
+        e, device = self.e, self.e.device
+        q = common.pack_shared_templates([s.ids for s in queries], e, device)
+        positions, targets, kl_targets = [], [], []
+        ref_seqs, ref_at, ref_rows = [], [], []  # reference rows; their KL positions (row, t); their compact rows
+        for seq, at, cut in zip(queries, q.where, kl_cut):
+            kl_here = []  # (position in the row, compact row)
+            for t in range(len(seq.ids) - 1):
+                target = seq.labels[t + 1]
+                if target == IGNORE_INDEX:
+                    continue
+                if t + 1 < cut:
+                    kl_here.append((t, len(positions)))
+                positions.append(at[t])
+                targets.append(target)
+                kl_targets.append(target if t + 1 < cut else IGNORE_INDEX)
+            if kl_here:
+                ref_at += [(len(ref_seqs), t) for t, _ in kl_here]
+                ref_seqs.append(seq.ids[: kl_here[-1][0] + 1])
+                ref_rows += [row for _, row in kl_here]
+        ref = common.pack_shared_templates(ref_seqs, e, device) if ref_seqs else None
+
+        def longs(values):
+            return torch.tensor(values, dtype=torch.long, device=device)
+
+        return {"packed": True, "q": q, "positions": longs(positions), "labels": common.compact_labels(targets, device),
+                "kl_labels": common.compact_labels(kl_targets, device), "ref": ref,
+                "ref_positions": longs([ref.where[i][t] for i, t in ref_at] if ref else []), "ref_rows": longs(ref_rows),
+                "d": common.pack_shared_templates(docs, e, device), "k": k, "ignore": ignore}
 
 
 Reference = Callable[[], AbstractContextManager[torch.nn.Module]]
 
 
 def compute_loss(model, batch: dict, loss_fn: CompositeLoss, embed_id: int, config: SFTConfig,
-                 reference: Reference | None = None):
+                 reference: Reference | None = None, timer: common.PhaseTimer | None = None,
+                 merged: Reference | None = None):
     """The composite loss of one built batch; ``reference`` (``Trainee.reference``) is needed for the KL term.
 
-    LM logits are computed from the first labelled position on (the prompts need none)."""
+    ``timer`` (measurement) times the phases: query, documents, reference, loss. ``merged`` (``Trainee.merged``)
+    wraps the policy's passes of a packed batch (LoRA merged in the passes without gradient). LM logits are computed only where a
+    target is (packed) or from the first labelled position on (padded; the prompts need none)."""
+    if batch.get("packed"):
+        return _compute_loss_packed(model, batch, loss_fn, embed_id, config, reference, timer, merged)
     q_ids, q_mask, q_pos = batch["q"]
     labels, kl_labels = batch["labels"], batch["kl_labels"]
     want_logits = config.lambda_ce > 0 or config.lambda_kl > 0
     want_kl = config.lambda_kl > 0 and bool((kl_labels != IGNORE_INDEX).any())
-    hidden, _ = common.hidden_and_logits(model, q_ids, q_mask, q_pos, False)
-    start = common.first_target_position(labels)
-    logits = common.lm_logits(model, hidden[:, start:]) if want_logits else None
-    q_vec = common.pool(hidden, q_ids, embed_id)
+    with common.phase(timer, "query"):
+        hidden, _ = common.hidden_and_logits(model, q_ids, q_mask, q_pos, False)
+        start = common.first_target_position(labels)
+        logits = common.lm_logits(model, hidden[:, start:]) if want_logits else None
+        q_vec = common.pool(hidden, q_ids, embed_id)
     d_ids, d_mask, d_pos = batch["d"]
-    with torch.set_grad_enabled(config.doc_grad and torch.is_grad_enabled()):
+    with common.phase(timer, "documents"), torch.set_grad_enabled(config.doc_grad and torch.is_grad_enabled()):
         d_hidden, _ = common.hidden_and_logits(model, d_ids, d_mask, d_pos, False)
         d_vec = common.pool(d_hidden, d_ids, embed_id).view(len(q_ids), 1 + batch["k"], -1)
     ref_logits = None
     if want_logits and want_kl:
-        with torch.no_grad(), reference() as ref:
+        with common.phase(timer, "reference"), torch.no_grad(), reference() as ref:
             ref_hidden = common.hidden_and_logits(ref, q_ids, q_mask, q_pos, False)[0]
             ref_logits = common.lm_logits(ref, ref_hidden[:, start:])
-    return loss_fn(logits=logits, labels=labels[:, start:] if want_logits else None,
-                   kl_labels=kl_labels[:, start:] if want_logits else None,
-                   reference_logits=ref_logits, queries=q_vec, positives=d_vec[:, 0],
-                   hard_negatives=d_vec[:, 1:] if batch["k"] else None, ignore=batch["ignore"])
+    with common.phase(timer, "loss"):
+        return loss_fn(logits=logits, labels=labels[:, start:] if want_logits else None,
+                       kl_labels=kl_labels[:, start:] if want_logits else None,
+                       reference_logits=ref_logits, queries=q_vec, positives=d_vec[:, 0],
+                       hard_negatives=d_vec[:, 1:] if batch["k"] else None, ignore=batch["ignore"])
+
+
+def _compute_loss_packed(model, batch: dict, loss_fn: CompositeLoss, embed_id: int, config: SFTConfig,
+                         reference: Reference | None, timer: common.PhaseTimer | None, merged: Reference | None):
+    """``compute_loss`` of a packed batch: the same terms over the same tokens, without padding; the LM head runs
+    only at the positions that predict a target, the reference only over the rows with a KL target (compact
+    tensors, ``common.compact_logits``; reference rows of other positions are zeros that the KL never reads)."""
+    q, labels, kl_labels = batch["q"], batch["labels"], batch["kl_labels"]
+    want_logits = config.lambda_ce > 0 or config.lambda_kl > 0
+    want_kl = config.lambda_kl > 0 and batch["ref"] is not None
+    merged = merged or nullcontext
+    with common.phase(timer, "query"):
+        with merged():
+            hidden = common.packed_hidden(model, q)
+        logits = common.compact_logits(model, hidden[batch["positions"]]) if want_logits else None
+        q_vec = common.packed_pool(hidden, q, embed_id)
+    with common.phase(timer, "documents"), torch.set_grad_enabled(config.doc_grad and torch.is_grad_enabled()), merged():
+        d_vec = common.packed_pool(common.packed_hidden(model, batch["d"]), batch["d"], embed_id)
+        d_vec = d_vec.view(len(q_vec), 1 + batch["k"], -1)
+    ref_logits = None
+    if want_logits and want_kl:
+        with common.phase(timer, "reference"), torch.no_grad(), reference() as ref:
+            ref_hidden = common.packed_hidden(ref, batch["ref"])[batch["ref_positions"]]
+            ref_logits = torch.zeros_like(logits)
+            ref_logits[0, batch["ref_rows"]] = common.lm_logits(ref, ref_hidden).to(ref_logits.dtype)
+    with common.phase(timer, "loss"):
+        return loss_fn(logits=logits, labels=labels if want_logits else None,
+                       kl_labels=kl_labels if want_logits else None, reference_logits=ref_logits, queries=q_vec,
+                       positives=d_vec[:, 0], hard_negatives=d_vec[:, 1:] if batch["k"] else None,
+                       ignore=batch["ignore"])
 
 
 def sft_order(n_rows: int, config: SFTConfig, warmup: int, traced: set[int] | None) -> list[list[int]]:
@@ -123,7 +202,7 @@ def sft_order(n_rows: int, config: SFTConfig, warmup: int, traced: set[int] | No
 def keep_traces(trainee: Trainee, rows: list[dict], candidates: list[dict], config: SFTConfig) -> tuple[dict[str, str], dict]:
     """Score the candidates with the model being trained (``traces.score_candidates``); the best kept one per query."""
     trainee.model.eval()
-    with torch.no_grad(), trainee.autocast():
+    with torch.no_grad(), trainee.autocast(), trainee.merged():
         scored = score_candidates(trainee.embedder, rows, candidates, config.max_query_tokens, config.max_trace_tokens)
     trainee.model.train()
     kept = best_kept(scored)
@@ -136,7 +215,7 @@ def dev_ndcg(trainee: Trainee, dev: RetrievalSet) -> float:
     from searchr3.eval.metrics import compute_metrics
 
     trainee.model.eval()
-    with torch.no_grad(), trainee.autocast():
+    with torch.no_grad(), trainee.autocast(), trainee.merged():
         result = dense_search(trainee.embedder, dev, k=100, cache_dir=None)
     trainee.model.train()
     return compute_metrics(dev.qrels, result.run)["ndcg@10"]
@@ -162,7 +241,7 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
     candidates = traces or []
     warmup = min(config.trace_warmup_steps, config.steps) if candidates else 0
     positives = known_positives(train_rows)
-    builder = SFTBatchBuilder(trainee.embedder, config, {}, positives)
+    builder = SFTBatchBuilder(trainee.embedder, config, {}, positives, packed=trainee.packed)
     loss_fn = CompositeLoss(config.lambda_ce, config.lambda_kl, config.lambda_nce, config.lambda_tri,
                             temperature=config.temperature, in_batch_negatives=config.in_batch_negatives, margin=config.margin)
 
@@ -195,7 +274,8 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
         chunks = [rows[i:i + micro] for i in range(0, len(rows), micro)]
         for chunk in chunks:
             with trainee.autocast():
-                result = compute_loss(model, builder.build(chunk), loss_fn, embed_id, config, trainee.reference)
+                result = compute_loss(model, builder.build(chunk), loss_fn, embed_id, config, trainee.reference,
+                                      merged=trainee.merged)
             (result.total / len(chunks)).backward()
             for k, v in (result.components | {"total": float(result.total.detach())}).items():
                 totals[k] = totals.get(k, 0.0) + v / len(chunks)

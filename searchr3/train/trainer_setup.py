@@ -16,7 +16,7 @@ import copy
 import logging
 import random
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +42,16 @@ class Trainee:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     bf16: bool  # bf16 autocast (``precision``); the weights stay fp32
+    # The step's speed-ups (docs/performance.md): passes packed without padding where the model supports it, LoRA
+    # merged for passes without gradient, one prompt pass per GRPO group, document vectors from the live index when
+    # they are the current policy's. False runs the step as it was before them (the benchmarks time both; tests
+    # check that both give the same results to float rounding).
+    fast: bool = True
+
+    @property
+    def packed(self) -> bool:
+        """Whether the trainers' passes are packed (``fast`` and a model with packed attention)."""
+        return self.fast and self.embedder.packing
 
     @property
     def device(self) -> torch.device:
@@ -63,16 +73,25 @@ class Trainee:
     def autocast(self):
         return common.autocast(self.bf16, self.device)
 
+    def merged(self):
+        """For passes without gradient: the LoRA layers run as one matmul each (``merged_lora``). A no-op in full
+        fine-tuning, without ``fast``, and in passes with gradient (there, autograd through a merged weight costs a
+        full weight gradient per layer: measured slower than LoRA's thin matmuls, docs/performance.md). Enter it
+        after ``torch.no_grad()`` where there is one, and only around the policy's own passes."""
+        if not self.fast or self.frozen is not None or torch.is_grad_enabled():
+            return nullcontext()
+        return merged_lora(self.model)
+
     def encode_documents(self, texts: list[str], batch_size: int) -> np.ndarray:
         """Document vectors from the current weights (eval mode, no gradient)."""
         self.model.eval()
-        with self.autocast():
+        with self.autocast(), torch.no_grad(), self.merged():
             return self.embedder.encode_documents(texts, batch_size=batch_size)
 
     def encode_queries(self, texts: list[str], batch_size: int) -> np.ndarray:
         """Direct-query vectors from the current weights (eval mode, no gradient)."""
         self.model.eval()
-        with self.autocast():
+        with self.autocast(), torch.no_grad(), self.merged():
             return self.embedder.encode_queries(texts, batch_size=batch_size).vectors
 
     def optimizer_step(self, max_grad_norm: float) -> float:
@@ -95,6 +114,48 @@ class Trainee:
     def export(self, out: str | Path, manifest: dict) -> Path:
         """A plain ``save_pretrained`` folder (LoRA merged) that the Embedder loads."""
         return common.export_model(self.model, self.embedder.tokenizer, out, manifest)
+
+
+@contextmanager
+def merged_lora(model) -> Iterator[None]:
+    """Within the block (no gradient), each LoRA layer runs as one matmul with ``W + scaling * B @ A``, computed into a
+    temporary weight, instead of ``W x + scaling * B (A x)``: 210 layers x (two thin matmuls + a scale + an add)
+    per pass cost more than the merge. Afterwards the original weight tensors are put back (swapped, not
+    subtracted, so the base weights never drift). The outputs equal the unmerged pass to float rounding."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("merged_lora is for passes without gradient (the LoRA weights would get none)")
+    swapped = []
+    try:
+        for module in model.modules():
+            adapters = _mergeable(module)
+            if not adapters:
+                continue
+            base = module.get_base_layer()
+            weight = merged = base.weight
+            for a in adapters:
+                merged = torch.addmm(merged, module.lora_B[a].weight, module.lora_A[a].weight, alpha=module.scaling[a])
+            base.weight = torch.nn.Parameter(merged, requires_grad=False)
+            module._disable_adapters = True
+            swapped.append((module, base, weight))
+        yield
+    finally:
+        for module, base, weight in swapped:
+            base.weight = weight
+            module._disable_adapters = False
+
+
+def _mergeable(module) -> list[str] | None:
+    """The active adapters of a plain LoRA ``Linear`` (no dropout, DoRA, bias or fan-in-fan-out), else None."""
+    from peft.tuners.lora import LoraLayer
+
+    if not isinstance(module, LoraLayer) or module.disable_adapters or module.merged:
+        return None
+    adapters = [a for a in module.active_adapters if a in module.lora_A]
+    if (not adapters or not isinstance(module.get_base_layer(), torch.nn.Linear) or getattr(module, "fan_in_fan_out", False)
+            or any(not isinstance(module.lora_dropout[a], torch.nn.Identity) or module.use_dora.get(a)
+                   or module.lora_bias.get(a) for a in adapters)):
+        return None
+    return adapters
 
 
 def load_trainee(start_dir: str | Path, model_config: ModelConfig, config, **embedder_overrides) -> Trainee:
