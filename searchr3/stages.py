@@ -17,6 +17,7 @@ from searchr3.config import load_params, section
 from searchr3.files import write_json_atomic
 from searchr3.outputs import metrics_with, writes
 from searchr3.paths import MODELS, PATHS, metrics_file, summary_beside
+from searchr3.ranks import secondary_rank
 
 STAGES = ("base_model", "sources", "data", "validate", "traces", "sft", "rl", "index", "evaluate")
 
@@ -102,10 +103,15 @@ def sft(params=None, base: str = PATHS["base"], data_dir: str = PATHS["data"], t
     p = _params(params)
     cfg = section(p, "sft", SFTConfig)
     rows = [dict(r) for r in load_train(data_dir)]
+
+    def train() -> dict:
+        return train_sft(cfg, section(p, "model", ModelConfig), base, rows, dev_set(data_dir), out, checkpoint_dir,
+                         traces=candidate_traces(traces_path, cfg.traces), progress=progress)
+
+    if secondary_rank():  # train.processes > 1: rank 0 writes the model and the metrics
+        return train()
     with metrics_with(metrics_file("sft"), out) as put:  # model and metrics: both or neither
-        summary = train_sft(cfg, section(p, "model", ModelConfig), base, rows, dev_set(data_dir), out, checkpoint_dir,
-                            traces=candidate_traces(traces_path, cfg.traces), progress=progress)
-        put(summary)
+        put(summary := train())
     return summary
 
 

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 from searchr3 import stages
+from searchr3.launch import run_stage
 from searchr3.paths import PATHS
+from searchr3.ranks import launched, secondary_rank
 
 # When set (``tasks.dvc`` sets it for the ``dvc repro`` it starts), each stage this command runs appends one
 # JSON line to the file it names: the machine-readable record that DVC ran the stage's command rather than
@@ -70,16 +72,20 @@ def _run(args) -> int:
     from searchr3.config import load_params, profile_mismatch
     from searchr3.errors import ConfigError
 
-    if os.environ.get("DVC_STAGE") and (why := profile_mismatch(args.params)):  # run by dvc repro / dvc exp run
+    if os.environ.get("DVC_STAGE") and not launched() and (why := profile_mismatch(args.params)):  # run by dvc repro / dvc exp run
         raise ConfigError(why)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params(args.params, args.profile)
     watched = os.environ.get(STOP_WITH_ENV, "")
     if watched.isdigit():
         stop_with(int(watched))
-    record_run(args.name)
+    if not launched():  # one record per stage run (a launch's processes are that run's, recorded by who started them)
+        record_run(args.name)
     started = time.time()
-    summary = getattr(stages, args.name)(params, progress=not args.no_progress)  # errors: one line in searchr3.cli
+    # train.processes > 1: the stage starts itself under accelerate launch (searchr3.launch); errors: one line
+    summary = run_stage(args.name, params, progress=not args.no_progress)
+    if secondary_rank():
+        return 0
     if args.name != "evaluate":
         print(dump(summary if not isinstance(summary, dict) or len(str(summary)) < 4000 else {"done": args.name}))
     else:

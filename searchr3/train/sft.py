@@ -35,6 +35,8 @@ from searchr3.model.config import IGNORE_INDEX, ModelConfig
 from searchr3.model.embedder import Embedder, pad_labelled
 from searchr3.model.padding import pad_batch
 from searchr3.train import common
+from searchr3.train.distributed import SINGLE, Dist
+from searchr3.train.distributed import init as init_distributed
 from searchr3.train.losses.composite import CompositeLoss
 from searchr3.train.sft_config import SFTConfig
 from searchr3.train.traces import best_kept, score_candidates
@@ -65,7 +67,8 @@ class SFTBatchBuilder:
                  positives: dict[str, set[str]] | None = None):
         self.e, self.c, self.traces, self.positives = embedder, config, traces, positives
 
-    def build(self, rows: list[dict]) -> dict:
+    def build(self, rows: list[dict], everyone: list[dict] | None = None) -> dict:
+        """``everyone``: on N processes, the global batch whose documents InfoNCE sees (``rows`` is this rank's share)."""
         e, k = self.e, self.c.negatives_per_query
         traced = [self.traces.get(r["query_id"]) for r in rows]
         queries = e.query_sequences([r["query"] for r in rows], traced, self.c.max_query_tokens, self.c.max_trace_tokens)
@@ -76,17 +79,19 @@ class SFTBatchBuilder:
         docs = e.tokenize_documents(row_documents(rows, k), self.c.max_doc_tokens)
         positives = self.positives if self.positives is not None else known_positives(rows)
         return {"q": (q_ids, q_mask, q_pos), "labels": labels, "kl_labels": kl_labels,
-                "d": pad_batch(docs, e.pad_id, "right", e.device), "k": k, "ignore": infonce_ignore(rows, k, positives)}
+                "d": pad_batch(docs, e.pad_id, "right", e.device), "k": k, "ignore": infonce_ignore(everyone or rows, k, positives)}
 
 
 Reference = Callable[[], AbstractContextManager[torch.nn.Module]]
 
 
 def compute_loss(model, batch: dict, loss_fn: CompositeLoss, embed_id: int, config: SFTConfig,
-                 reference: Reference | None = None):
+                 reference: Reference | None = None, dist: Dist = SINGLE):
     """The composite loss of one built batch; ``reference`` (``Trainee.reference``) is needed for the KL term.
 
-    LM logits are computed from the first labelled position on (the prompts need none)."""
+    LM logits are computed from the first labelled position on (the prompts need none). On N processes (``dist``)
+    InfoNCE and the triplet term see the whole global batch (gathered with gradient), CE and KL are this rank's
+    share of the global token means, and the logged components are global (``searchr3.train.distributed``)."""
     q_ids, q_mask, q_pos = batch["q"]
     labels, kl_labels = batch["labels"], batch["kl_labels"]
     want_logits = config.lambda_ce > 0 or config.lambda_kl > 0
@@ -104,10 +109,18 @@ def compute_loss(model, batch: dict, loss_fn: CompositeLoss, embed_id: int, conf
         with torch.no_grad(), reference() as ref:
             ref_hidden = common.hidden_and_logits(ref, q_ids, q_mask, q_pos, False)[0]
             ref_logits = common.lm_logits(ref, ref_hidden[:, start:])
-    return loss_fn(logits=logits, labels=labels[:, start:] if want_logits else None,
-                   kl_labels=kl_labels[:, start:] if want_logits else None,
-                   reference_logits=ref_logits, queries=q_vec, positives=d_vec[:, 0],
-                   hard_negatives=d_vec[:, 1:] if batch["k"] else None, ignore=batch["ignore"])
+    # ---- scale-out hook (searchr3.train.distributed; a no-op on one process) ----
+    q_vec, d_vec = dist.gather(q_vec), dist.gather(d_vec)
+    tokens = {"ce": int((labels[:, start + 1:] != IGNORE_INDEX).sum()) if want_logits else 0,
+              "kl": int((kl_labels[:, start + 1:] != IGNORE_INDEX).sum()) if ref_logits is not None else 0}
+    shares, total_tokens = dist.token_shares(tokens)
+    # ---- end of hook ----
+    out = loss_fn(logits=logits, labels=labels[:, start:] if want_logits else None,
+                  kl_labels=kl_labels[:, start:] if want_logits else None,
+                  reference_logits=ref_logits, queries=q_vec, positives=d_vec[:, 0],
+                  hard_negatives=d_vec[:, 1:] if batch["k"] else None, ignore=batch["ignore"], scale=shares)
+    return out if not dist.active else \
+        out._replace(components=dist.global_components(out.components, tokens, total_tokens, loss_fn.weights))
 
 
 def sft_order(n_rows: int, config: SFTConfig, warmup: int, traced: set[int] | None) -> list[list[int]]:
@@ -156,8 +169,10 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
     if not train_rows:
         raise ValueError("no training rows")
     started = time.time()
+    dist = init_distributed()  # scale-out: N processes under accelerate launch / torchrun; else one (no-op)
     trainee = load_trainee(base_dir, model_config, config, max_doc_tokens=config.max_doc_tokens)
     model, embed_id = trainee.model, trainee.embed_id
+    dist.broadcast_parameters(model)  # scale-out
     model.train()
     candidates = traces or []
     warmup = min(config.trace_warmup_steps, config.steps) if candidates else 0
@@ -178,12 +193,12 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
         return sft_order(len(train_rows), config, warmup, {i for i, r in enumerate(train_rows) if r["query_id"] in kept})
 
     order = sft_order(len(train_rows), config, warmup, None) if state["traces"] is None else set_traces(state["traces"])
-    live = common.open_live(live_dir, resume=ckpt is not None)
-    dev_trim = trim_dev(dev, config.dev_max_queries, config.dev_max_docs, config.seed) if dev else None
+    live = common.open_live(live_dir if dist.is_main else None, resume=ckpt is not None)  # scale-out: rank 0 logs
+    dev_trim = trim_dev(dev, config.dev_max_queries, config.dev_max_docs, config.seed) if dev and dist.is_main else None
     if dev_trim is not None and state["step"] == 0 and "base_dev_ndcg@10" not in state:
         state["base_dev_ndcg@10"] = dev_ndcg(trainee, dev_trim)
 
-    bar = common.progress_bar(config.steps, state["step"], progress, "sft")
+    bar = common.progress_bar(config.steps, state["step"], progress and dist.is_main, "sft")
     micro = max(1, config.batch_size // max(1, config.grad_accum))
     for step in range(state["step"], config.steps):
         if state["traces"] is None and step == warmup:  # the warm-up is over: the model being trained picks the traces
@@ -194,11 +209,13 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
         totals: dict[str, float] = {}
         chunks = [rows[i:i + micro] for i in range(0, len(rows), micro)]
         for chunk in chunks:
-            with trainee.autocast():
-                result = compute_loss(model, builder.build(chunk), loss_fn, embed_id, config, trainee.reference)
+            with trainee.autocast():  # scale-out: this rank's share of the (global) micro-batch
+                result = compute_loss(model, builder.build(dist.split(chunk), chunk if dist.active else None), loss_fn,
+                                      embed_id, config, trainee.reference, dist)
             (result.total / len(chunks)).backward()
-            for k, v in (result.components | {"total": float(result.total.detach())}).items():
+            for k, v in ({"total": float(result.total.detach())} | result.components).items():
                 totals[k] = totals.get(k, 0.0) + v / len(chunks)
+        dist.sync_gradients(trainee.params)  # scale-out: the mean gradient over ranks (one all-reduce)
         grad_norm = trainee.optimizer_step(config.max_grad_norm)
         trainee.scheduler.step()
         state["step"] = step + 1
@@ -214,7 +231,7 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
         if bar:
             bar.set_postfix(loss=f"{totals['total']:.3f}", **({"dev": f"{metrics['dev/ndcg@10']:.3f}"} if "dev/ndcg@10" in metrics else {}))
             bar.update(1)
-        if state["step"] % config.checkpoint_every == 0 or last:
+        if (state["step"] % config.checkpoint_every == 0 or last) and dist.is_main:  # scale-out: written once
             trainee.save(checkpoint_dir, state)
     if bar:
         bar.close()
@@ -226,7 +243,9 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
                "train_rows": len(train_rows), "wall_s": round(time.time() - started, 1),
                "final_loss": state["history"][-1].get("loss/total") if state["history"] else None}
     manifest = {"stage": "sft", "base": str(base_dir), "embed_token_id": embed_id, "sft": summary}
-    trainee.export(out, manifest)
+    if dist.is_main:  # scale-out: rank 0 exports; the others wait for it
+        trainee.export(out, manifest)
     if live is not None:
         live.end()
+    dist.barrier()
     return summary
