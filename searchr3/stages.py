@@ -162,8 +162,11 @@ def index(params=None, model: str = PATHS["rl"], corpus_dir: str | None = None, 
 
 @writes("report", also=lambda a: (Path(a["out_dir"]) / "eval.json", Path(PATHS["plots"]) / "eval_ndcg.json"))
 def evaluate(params=None, data_dir: str = PATHS["data"], out_dir: str = PATHS["metrics"],
-             report: str = PATHS["report"], progress: bool = True) -> dict:
-    """Score every configured system on every evaluation set → metrics/eval.json, plots data, reports/eval.md."""
+             report: str = PATHS["report"], progress: bool = True, done=None) -> dict:
+    """Score every configured system on every evaluation set → metrics/eval.json, plots data, reports/eval.md.
+
+    ``done``: the scores, already computed (``searchr3.eval.sets.SetsEvaluation``: the Prefect evaluate flow scores
+    the (system, set) cells on Dask workers); this stage then only writes them."""
     from searchr3.data.bm25 import Bm25Config
     from searchr3.eval.config import EvaluateConfig
     from searchr3.eval.report import write_report
@@ -171,9 +174,10 @@ def evaluate(params=None, data_dir: str = PATHS["data"], out_dir: str = PATHS["m
     from searchr3.model.config import ModelConfig
 
     p = _params(params)
-    done = evaluate_sets(data_dir, section(p, "evaluate", EvaluateConfig), MODELS,
-                         model_config=section(p, "model", ModelConfig), bm25=section(p, "bm25", Bm25Config),
-                         progress=progress)
+    if done is None:
+        done = evaluate_sets(data_dir, section(p, "evaluate", EvaluateConfig), MODELS,
+                             model_config=section(p, "model", ModelConfig), bm25=section(p, "bm25", Bm25Config),
+                             progress=progress)
     write_json_atomic(Path(out_dir) / "eval.json", done.results)
     bars = [{"set": ds, "system": s, "ndcg@10": r["ndcg@10"]} for ds, by in done.results.items() for s, r in by.items()]
     write_json_atomic(Path(PATHS["plots"]) / "eval_ndcg.json", bars)
