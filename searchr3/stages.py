@@ -136,8 +136,11 @@ def rl(params=None, start: str = PATHS["sft"], data_dir: str = PATHS["data"], ou
 
 @writes("out")
 def index(params=None, model: str = PATHS["rl"], corpus_dir: str | None = None, out: str = PATHS["index"],
-          progress: bool = True) -> dict:
-    """Snapshot of the search index users query: ``model`` over an evaluation corpus (default: the gate set)."""
+          progress: bool = True, shards=None) -> dict:
+    """Snapshot of the search index users query: ``model`` over an evaluation corpus (default: the gate set).
+
+    ``shards``: the corpus's vectors, already encoded in shards (``[(Shard, vectors)]``, ``searchr3.index.shards``:
+    the Prefect flow encodes them on Dask workers); this stage then only builds and writes the index."""
     from searchr3.data.beir import read_corpus
     from searchr3.eval.config import EvaluateConfig
     from searchr3.eval.sets import gate_dir
@@ -153,8 +156,13 @@ def index(params=None, model: str = PATHS["rl"], corpus_dir: str | None = None, 
     embedder = Embedder.from_pretrained(model, config=section(p, "model", ModelConfig))
     idx = DocumentIndex.from_config(section(p, "index", IndexConfig))
     ids = list(corpus)
-    idx.build(ids, [corpus[d] for d in ids], lambda texts: embedder.encode_documents(texts), version=0,
-              progress=progress)
+    if shards is not None:
+        from searchr3.index.shards import index_from_shards
+
+        index_from_shards(idx, ids, shards, texts=corpus)
+    else:
+        idx.build(ids, [corpus[d] for d in ids], lambda texts: embedder.encode_documents(texts), version=0,
+                  progress=progress)
     manifest = {"model_checksum": embedder.checksum, "model_path": str(model), "corpus": str(corpus_dir)}
     save_snapshot(idx, out, manifest)
     return {"documents": len(ids), "out": out, **manifest}

@@ -1,9 +1,13 @@
-"""The evaluate stage on a Dask cluster: every (set, system) cell is a task on a ``DaskTaskRunner``; the scores are
-then written exactly as ``searchr3 stage evaluate`` writes them (metrics/eval.json, plots, reports/eval.md), and
-they are the same numbers (each cell is a pure function of its inputs).
+"""The evaluate and index stages on a Dask cluster, through Prefect's ``DaskTaskRunner``.
 
-    python -m flows.evaluate --profile tiny --dask local --workers 2      # a local cluster for this run
-    python -m flows.evaluate --dask tcp://scheduler:8786                   # an existing cluster
+- evaluate: every (set, system) cell is a task; the scores are then written exactly as ``searchr3 stage evaluate``
+  writes them (metrics/eval.json, plots, reports/eval.md), and they are the same numbers (each cell is a pure
+  function of its inputs);
+- index: the corpus is encoded in ``index_shards`` contiguous shards, a task each, and the vectors feed one index
+  written as ``searchr3 stage index`` writes it (``searchr3.index.shards``).
+
+    python -m flows.on_dask --profile tiny --dask local --workers 2      # a local cluster for this run
+    python -m flows.on_dask --dask tcp://scheduler:8786                   # an existing cluster
 
 The training flow takes the same ``dask_address`` parameter (``flows.pipeline``): its evaluate step then runs here.
 """
@@ -15,10 +19,12 @@ import sys
 from prefect import flow, get_run_logger
 
 from searchr3.config import load_params, section
+from searchr3.data.beir import read_corpus
 from searchr3.eval.config import EvaluateConfig
-from searchr3.eval.sets import collect, evaluation_jobs, selected_sets
+from searchr3.eval.sets import collect, evaluation_jobs, gate_dir, selected_sets
+from searchr3.index.shards import shards_of
 from searchr3.paths import MODELS, PATHS
-from tasks.evaluate import dask_task_runner, evaluate_cell, write_evaluation
+from tasks.on_dask import dask_task_runner, encode_corpus_shard, evaluate_cell, write_evaluation, write_index
 from tasks.logs import route_library_logs
 
 
@@ -37,6 +43,23 @@ def evaluate_on_dask(params: dict, dask_address: str = "local", dask_workers: in
     ``dask_workers`` workers for this run); a subflow when called inside a flow."""
     runner = dask_task_runner(dask_address, dask_workers, dask_processes)
     return _score_cells.with_options(task_runner=runner)(params)
+
+
+@flow(name="index-shards")
+def _encode_shards(params: dict, shards: int) -> dict:
+    """Encode the index stage's corpus (the gate set's) in ``shards`` tasks; one index from all of them."""
+    corpus = read_corpus(gate_dir(section(params, "evaluate", EvaluateConfig)))
+    ids = list(corpus)
+    futures = [encode_corpus_shard.submit(PATHS["rl"], [corpus[d] for d in ids[s.start:s.end]], s, params)
+               for s in shards_of(len(ids), shards)]
+    return write_index(params, [f.result() for f in futures])
+
+
+def index_on_dask(params: dict, dask_address: str = "local", dask_workers: int = 2, shards: int = 4,
+                  dask_processes: bool = True) -> dict:
+    """The index stage with its corpus encoded in ``shards`` shards on the Dask cluster ``dask_address``."""
+    runner = dask_task_runner(dask_address, dask_workers, dask_processes)
+    return _encode_shards.with_options(task_runner=runner)(params, shards)
 
 
 @flow(name="evaluate")

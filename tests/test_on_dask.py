@@ -1,7 +1,9 @@
-"""The evaluate stage fanned out on Dask through Prefect (flows/evaluate.py, tasks/evaluate.py): the cells of the
-evaluation are the sequential stage's, and on a 2-worker local cluster (workers as threads: two worker processes
-each importing torch would swamp a 2-core machine; the flow's default is processes) the metrics equal the sequential
-run's exactly; the training flow given an existing cluster's address evaluates there with the same metrics."""
+"""The evaluate and index stages fanned out on Dask through Prefect (flows/on_dask.py, tasks/on_dask.py): the cells
+of the evaluation are the sequential stage's, and on a 2-worker local cluster (workers as threads: two worker
+processes each importing torch would swamp a 2-core machine; the flow's default is processes) the metrics equal the
+sequential run's exactly; the training flow given an existing cluster's address evaluates there with the same
+metrics; the index built from corpus shards encoded by the workers is the sequential one (same ids, vectors within
+1e-5, same search results)."""
 from __future__ import annotations
 
 import json
@@ -14,6 +16,9 @@ from searchr3 import stages
 from searchr3.config import load_params, section
 from searchr3.eval.config import EvaluateConfig
 from searchr3.eval.sets import evaluation_jobs
+from searchr3.index.shards import Shard, index_from_shards, shards_of
+from searchr3.index.snapshot import load_snapshot
+from searchr3.index.store import DocumentIndex
 from searchr3.paths import MODELS, PATHS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +44,7 @@ def workspace(tmp_path_factory):
         stages.evaluate(params, progress=False)
         sequential = json.loads(Path(PATHS["metrics"], "eval.json").read_text())
         Path(PATHS["metrics"], "eval.json").unlink()
+        shutil.copytree(PATHS["base"], PATHS["rl"])  # the index stage indexes with the RL model: any model will do
         yield root, params, sequential
     finally:
         os.chdir(before)
@@ -54,7 +60,7 @@ def test_the_cells_are_every_system_on_every_set(workspace):
 
 @pytest.mark.slow
 def test_evaluate_flow_on_a_two_worker_local_cluster_equals_the_sequential_stage(prefect_server, workspace, monkeypatch):
-    from flows.evaluate import evaluate_flow
+    from flows.on_dask import evaluate_flow
 
     root, _, sequential = workspace
     monkeypatch.chdir(root)
@@ -84,3 +90,45 @@ def test_training_flow_evaluates_on_an_existing_cluster_by_address(prefect_serve
         assert state.is_completed(), state.message
         assert len(cluster.scheduler_info()["workers"]) == 2
     assert json.loads((root / PATHS["metrics"] / "eval.json").read_text()) == sequential
+
+
+def test_shards_cover_the_corpus_in_order():
+    assert [(s.start, s.end) for s in shards_of(10, 3)] == [(0, 3), (3, 7), (7, 10)]
+    assert len(shards_of(2, 5)) == 2 and shards_of(0, 3) == [Shard(0, 0, 0)]
+    with pytest.raises(ValueError):
+        shards_of(10, 0)
+
+
+def test_an_index_from_shards_in_any_order_is_the_corpus_order_and_gaps_are_refused():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((10, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"d{i}" for i in range(10)]
+    parts = [(s, vectors[s.start:s.end]) for s in shards_of(10, 3)]
+    index = index_from_shards(DocumentIndex(), ids, parts[::-1])
+    np.testing.assert_array_equal(index.vectors(ids), vectors)
+    with pytest.raises(ValueError, match="missing or overlaps"):
+        index_from_shards(DocumentIndex(), ids, [parts[0], parts[2]])
+    with pytest.raises(ValueError, match="cover"):
+        index_from_shards(DocumentIndex(), ids, parts[:2])
+
+
+@pytest.mark.slow
+def test_index_from_shards_encoded_on_dask_workers_is_the_sequential_index(prefect_server, workspace, monkeypatch):
+    import numpy as np
+
+    from flows.on_dask import index_on_dask
+
+    root, params, _ = workspace
+    monkeypatch.chdir(root)
+    stages.index(params, progress=False)
+    sequential = load_snapshot(root / PATHS["index"])
+    summary = index_on_dask(params, "local", dask_workers=2, shards=3, dask_processes=False)
+    sharded = load_snapshot(root / PATHS["index"])
+    assert summary["documents"] == len(sequential) == len(sharded) > 3
+    assert sharded.doc_ids == sequential.doc_ids
+    np.testing.assert_allclose(sharded.vectors(sharded.doc_ids), sequential.vectors(sequential.doc_ids), atol=1e-5)
+    queries = sequential.vectors(sequential.doc_ids[:5])
+    assert sharded.search(queries, 10)[1] == sequential.search(queries, 10)[1]
