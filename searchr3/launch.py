@@ -1,4 +1,4 @@
-"""Run a stage on ``train.processes`` processes: ``searchr3 stage NAME`` and the Prefect tasks call :func:`run_stage`.
+"""Run a stage on ``train.processes`` processes: ``searchr3 stage sft|rl`` and the Prefect tasks call :func:`run_stage`.
 
 With ``train.processes: 1`` (the default), or inside a launch already, the stage function runs here, in this
 process. Otherwise the stage starts itself under ``accelerate launch --num_processes N``
@@ -19,7 +19,7 @@ import yaml
 from searchr3.config import section
 from searchr3.ranks import launched
 
-LAUNCHED_STAGES = ("sft",)  # GRPO on N processes is not built yet (docs/scale-out.md): rl runs on one process
+LAUNCHED_STAGES = ("sft", "rl")
 log = logging.getLogger(__name__)
 
 
@@ -33,11 +33,7 @@ def processes_for(name: str, params: dict) -> int:
 
     if launched() or "train" not in params:
         return 1
-    n = section(params, "train", TrainConfig).processes
-    if name == "rl" and n > 1:
-        log.warning("train.processes is %d, but GRPO (rl) runs on one process: its N-process version is not built "
-                    "yet (docs/scale-out.md)", n)
-    return n if name in LAUNCHED_STAGES else 1
+    return section(params, "train", TrainConfig).processes if name in LAUNCHED_STAGES else 1
 
 
 def resolved_params_file(params: dict, folder: str | Path) -> Path:

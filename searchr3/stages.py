@@ -126,11 +126,15 @@ def rl(params=None, start: str = PATHS["sft"], data_dir: str = PATHS["data"], ou
 
     p = _params(params)
     rows, corpus = load_train_with_corpus(data_dir)
+
+    def train() -> dict:
+        return train_grpo(section(p, "rl", GRPOConfig), section(p, "model", ModelConfig), section(p, "index", IndexConfig),
+                          start, rows, corpus, out, checkpoint_dir, index_out=index_out, progress=progress)
+
+    if secondary_rank():  # train.processes > 1: rank 0 writes the model, the index and the metrics
+        return train()
     with metrics_with(metrics_file("rl"), out, index_out) as put:  # model, index and metrics: all or none
-        summary = train_grpo(section(p, "rl", GRPOConfig), section(p, "model", ModelConfig),
-                             section(p, "index", IndexConfig), start, rows, corpus, out, checkpoint_dir,
-                             index_out=index_out, progress=progress)
-        put(summary)
+        put(summary := train())
     return summary
 
 

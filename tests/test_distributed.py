@@ -74,8 +74,7 @@ def test_train_processes_launches_only_the_training_stages(tmp_path, monkeypatch
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     params = load_params(ROOT / "params.yaml", profile="tiny", overrides={"train.processes": 2, "sft.lr": 0.5})
     assert section(params, "train", TrainConfig).processes == 2
-    assert processes_for("sft", params) == 2
-    assert processes_for("rl", params) == 1, "GRPO on N processes is not built: rl stays on one process"
+    assert processes_for("sft", params) == 2 and processes_for("rl", params) == 2
     assert processes_for("evaluate", params) == 1
     monkeypatch.setenv("WORLD_SIZE", "2")  # inside a launch already: never launch again
     assert processes_for("sft", params) == 1
@@ -179,3 +178,55 @@ def test_kill_and_resume_on_two_processes_reaches_the_uninterrupted_weights(runs
     for k in whole:
         torch.testing.assert_close(resumed[k], whole[k], rtol=0, atol=1e-6)
     assert _losses(work)["total"][-1] == pytest.approx(_losses(runs / "two")["total"][-1], rel=LOSS_RTOL)
+
+
+# ---- slow: GRPO on 2 gloo processes (the toy GRPO data of conftest) ------------------------------------------------
+
+GRPO_SCRIPT = ROOT / "tests" / "scripts" / "distributed_grpo.py"
+GRPO_CONFIG = {"steps": 4, "checkpoint_every": 1}  # queries_per_step 4, group_size 4: 2 queries (8 traces) a rank
+
+
+def _grpo(model_dir: Path, work: Path, kill_after: int = 0) -> subprocess.CompletedProcess:
+    cmd = launch_command(2, ["x"], main_port=_port())[:-2] + [str(GRPO_SCRIPT), str(model_dir), str(work),
+                                                              json.dumps(GRPO_CONFIG)]
+    env = _env() | ({"SEARCHR3_TEST_KILL_AFTER": str(kill_after)} if kill_after else {})
+    return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, start_new_session=True)
+
+
+def _ranks(work: Path) -> list[dict]:
+    return [json.loads((work / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+@pytest.fixture(scope="module")
+def grpo_run(tiny_model_dir, tmp_path_factory):
+    work = tmp_path_factory.mktemp("grpo-ddp")
+    _ok(_grpo(tiny_model_dir, work))
+    return work
+
+
+@pytest.mark.slow
+def test_grpo_on_two_processes_splits_rollouts_and_keeps_ranks_identical(grpo_run):
+    zero, one = _ranks(grpo_run)
+    # rollouts split: each rank sampled its 2 queries x 4 traces of the step's 16, every step
+    assert zero["traces"] == one["traces"] == [8] * GRPO_CONFIG["steps"]
+    assert zero["summary"]["traces_per_step"] == 16
+    # one model and one live index: every rank applied the same updates and refreshed the same ids
+    assert zero["weights"] == one["weights"]
+    assert zero["index"] == one["index"]
+    assert zero["summary"]["refreshed_total"] > 0
+    assert (grpo_run / "out" / "model.safetensors").exists() and (grpo_run / "index" / "manifest.json").exists()
+    lines = (grpo_run / "live" / "plots" / "metrics" / "reward" / "mean.tsv").read_text().splitlines()
+    assert len(lines) == 1 + GRPO_CONFIG["steps"], "DVCLive logs once (rank 0)"
+
+
+@pytest.mark.slow
+def test_grpo_kill_and_resume_on_two_processes_reaches_the_uninterrupted_run(grpo_run, tiny_model_dir, tmp_path):
+    work = tmp_path / "killed"
+    killed = _grpo(tiny_model_dir, work, kill_after=2)
+    assert killed.returncode != 0 and not (work / "out").exists()
+    _ok(_grpo(tiny_model_dir, work))
+    resumed, whole = _ranks(work), _ranks(grpo_run)
+    assert resumed[0]["traces"] == [8, 8], "the resumed run did steps 3 and 4 only"
+    for r in range(2):
+        assert resumed[r]["weights"] == whole[r]["weights"], "same sampling, same updates: bit-identical weights"
+        assert resumed[r]["index"] == whole[r]["index"]

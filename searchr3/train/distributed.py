@@ -35,9 +35,9 @@ from searchr3.ranks import launched
 
 @dataclass
 class TrainConfig:
-    """``train:`` section of params.yaml: how many processes SFT runs on (GRPO: one process, for now).
+    """``train:`` section of params.yaml: how many processes the training stages (``sft``, ``rl``) run on.
 
-    With ``processes > 1``, ``searchr3 stage sft`` and the Prefect task start themselves under
+    With ``processes > 1``, ``searchr3 stage sft|rl`` and the Prefect tasks start themselves under
     ``accelerate launch --num_processes N`` (:func:`searchr3.launch.run_stage`); one process per GPU, or gloo
     processes on a CPU machine. The global batch (``sft.batch_size``, ``rl.queries_per_step``) is split across them,
     so results do not depend on N (``sft.batch_size / sft.grad_accum`` must divide by N). Several machines: run ``accelerate launch`` yourself on each (docs/scale-out.md).
@@ -69,7 +69,8 @@ class Dist:
             return items
         if len(items) % self.world:
             raise ValueError(f"a global batch of {len(items)} rows does not split evenly over {self.world} processes: "
-                             f"make the batch size (and batch_size / grad_accum) a multiple of train.processes")
+                             f"make sft.batch_size (and batch_size / grad_accum) and rl.queries_per_step multiples "
+                             f"of train.processes")
         share = len(items) // self.world
         return items[self.rank * share:(self.rank + 1) * share]
 
@@ -164,6 +165,47 @@ class Dist:
         with torch.no_grad():
             for t in list(module.parameters()) + list(module.buffers()):
                 dist.broadcast(t.data, src=0)
+
+    def gather_objects(self, obj) -> list:
+        """Every rank's picklable ``obj``, in rank order (one process: ``[obj]``)."""
+        if not self.active:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def encode_split(self, encode_fn):
+        """``encode_fn`` (texts -> (n, d) array) with the work split: every rank calls it with the same texts, encodes
+        its contiguous share, and gets every rank's vectors back in order (the same array on every rank). The refresh
+        budget of the live index is split this way while every rank applies the same refresh."""
+        if not self.active:
+            return encode_fn
+        import numpy as np
+
+        def split(texts):
+            texts = list(texts)
+            bounds = [round(i * len(texts) / self.world) for i in range(self.world + 1)]
+            mine = texts[bounds[self.rank]:bounds[self.rank + 1]]
+            parts = self.gather_objects(np.asarray(encode_fn(mine), dtype=np.float32) if mine else None)
+            return np.concatenate([p for p in parts if p is not None])
+        return split
+
+    def seed_step(self, seed: int, step: int) -> None:
+        """On N processes: seed torch's generator from (seed, step, rank) before sampling, so ranks sample different
+        traces and a resumed run samples what the uninterrupted one did (each rank's generator history differs: the
+        number of tokens drawn depends on when its traces stop). No-op on one process."""
+        if self.active:
+            torch.manual_seed((seed * 1_000_003 + step) * 1_009 + self.rank)
+
+    def mean_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Each metric averaged over the ranks that report it (ranks hold equal shares of a step's traces)."""
+        if not self.active:
+            return metrics
+        every = self.gather_objects(metrics)
+        keys = dict.fromkeys(k for m in every for k in m)
+        return {k: sum(m[k] for m in every if k in m) / sum(1 for m in every if k in m) for k in keys}
 
     def broadcast_object(self, obj):
         """Rank 0's ``obj`` (picklable) on every rank."""
