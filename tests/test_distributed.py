@@ -39,7 +39,7 @@ def test_split_gives_each_rank_a_contiguous_share_that_gathers_back_in_order():
 
 
 def test_a_batch_that_does_not_split_evenly_is_refused_with_the_fix():
-    with pytest.raises(ValueError, match="multiple of train.processes"):
+    with pytest.raises(ValueError, match="multiples of train.processes"):
         Dist(rank=0, world=3).split(list(range(8)))
 
 
