@@ -211,7 +211,7 @@ def cost_rows(flops: dict[str, float], train_rate: float, decode_rate: float, pr
         sft_h = flops["sft"] / (train_rate * eff) / 3600
         rl_h = (flops["rl_rollout"] / decode_rate + flops["rl_update"] / train_rate) / eff / 3600
         total = sft_h + rl_h
-        rows.append(f"| {n} | {sft_h:.1f} | {rl_h:.1f} | {total:.1f} | {total * n:.0f} | ${total * n * price:,.0f} | {label} |")
+        rows.append(f"| {n} | {sft_h:.2f} | {rl_h:.2f} | {total:.2f} | {total * n:.1f} | ${total * n * price:,.0f} | {label} |")
     return rows
 
 
