@@ -50,6 +50,7 @@ def workspace(tmp_path_factory):
         os.chdir(before)
 
 
+@pytest.mark.slow
 def test_the_cells_are_every_system_on_every_set(workspace):
     root, params, sequential = workspace
     jobs = evaluation_jobs(root / PATHS["data"], section(params, "evaluate", EvaluateConfig), MODELS)
