@@ -8,7 +8,6 @@ traces it sampled per step) so the test can check that ranks agree and that the 
 import hashlib
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: conftest
 
 from conftest import _grpo_config, _grpo_index_config, _toy_rl_data  # noqa: E402
 
+from kill_hook import die_after_checkpoints  # noqa: E402  (beside this script)
 from searchr3.model.config import ModelConfig  # noqa: E402
 from searchr3.train import common, grpo  # noqa: E402
 
@@ -50,17 +50,7 @@ def main(model_dir: str, work: str, config_json: str) -> None:
         return summary
 
     grpo.finish = recording_finish
-    kill_after = int(os.environ.get("SEARCHR3_TEST_KILL_AFTER", "0"))
-    if kill_after and rank == 0:
-        real_save, saved = common.save_checkpoint, []
-
-        def save_then_die(folder, state):
-            real_save(folder, state)
-            saved.append(state["state"]["step"])
-            if len(saved) == kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        common.save_checkpoint = save_then_die
+    die_after_checkpoints(int(os.environ.get("SEARCHR3_TEST_KILL_AFTER", "0")))
     summary = grpo.train_grpo(_grpo_config(**json.loads(config_json)), ModelConfig(), _grpo_index_config(), model_dir,
                               rows, corpus, work / "out", work / "ckpt", index_out=work / "index",
                               live_dir=work / "live", progress=False)

@@ -8,13 +8,12 @@ at a known point (the launcher, torchrun underneath, then stops the other ranks 
 import json
 import os
 import random
-import signal
 import sys
 from pathlib import Path
 
 from searchr3.data.types import RetrievalSet
+from kill_hook import die_after_checkpoints  # beside this script
 from searchr3.model.config import ModelConfig
-from searchr3.train import common
 from searchr3.train.sft import train_sft
 from searchr3.train.sft_config import SFTConfig
 
@@ -38,17 +37,7 @@ def main(model_dir: str, work: str, config_json: str) -> None:
     traces = [{"query_id": f"q{i}", "trace": " ".join(WORDS[i:i + 2 + i % 4])} for i in range(cfg.pop("traced", 0))]
     dev = RetrievalSet("dev", {r["positive_id"]: r["positive"] for r in rows}, {r["query_id"]: r["query"] for r in rows},
                        {r["query_id"]: {r["positive_id"]: 1} for r in rows})
-    kill_after = int(os.environ.get("SEARCHR3_TEST_KILL_AFTER", "0"))
-    if kill_after:
-        real_save, saved = common.save_checkpoint, []
-
-        def save_then_die(folder, state):
-            real_save(folder, state)
-            saved.append(state["state"]["step"])
-            if len(saved) == kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        common.save_checkpoint = save_then_die
+    die_after_checkpoints(int(os.environ.get("SEARCHR3_TEST_KILL_AFTER", "0")))
     summary = train_sft(SFTConfig(**cfg), ModelConfig(), model_dir, rows, dev, work / "out", work / "ckpt",
                         traces=traces, live_dir=work / "live", progress=False)
     if int(os.environ.get("RANK", "0")) == 0:
