@@ -398,7 +398,8 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
     texts = select_corpus([train_rows[i] for step in order for i in step], corpus, config.max_corpus_docs, config.seed)
     probe = [train_rows[i]["query"] for i in sorted(random.Random(config.seed).sample(
         range(len(train_rows)), min(index_config.refresh.probe_size, len(train_rows))))]
-    fingerprint = common.fingerprint(config, start_checksum, train_rows, [asdict(index_config), sorted(corpus)])
+    fingerprint = common.fingerprint(config, start_checksum, train_rows, [asdict(index_config), sorted(corpus)]
+                                     + ([{"processes": dist.world}] if dist.active else []))  # scale-out: ranks sample
     ckpt = trainee.restore(checkpoint_dir, fingerprint)
     state = ckpt["state"] if ckpt is not None else {"step": 0, "policy_version": 0, "history": [], "fingerprint": fingerprint}
     index, refresher = open_index(trainee, texts, index_config, ckpt, checkpoint_dir, config.micro_batch, progress, dist)
