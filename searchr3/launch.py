@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -20,6 +21,8 @@ from searchr3.config import section
 from searchr3.ranks import launched
 
 LAUNCHED_STAGES = ("sft", "rl")
+STOP_WITH_ENV = "SEARCHR3_STOP_WITH_PID"  # a stage stops when the process this names is gone (searchr3.commands.stage)
+LAUNCHED_BY_ENV = "SEARCHR3_LAUNCHED_BY"  # set for the processes run_stage launches: their parent reports the stage
 log = logging.getLogger(__name__)
 
 
@@ -64,7 +67,9 @@ def run_stage(name: str, params: dict, progress: bool = True) -> dict:
         cmd = launch_command(n, stage_argv(name, resolved_params_file(params, tmp), progress),
                              config_file=config.accelerate_config)
         log.info("stage %s on %d processes: %s", name, n, " ".join(cmd))
-        done = subprocess.run(cmd, check=False)
+        # the launched processes (torchrun gives each a session of its own) stop if this process is killed outright
+        done = subprocess.run(cmd, check=False, env=os.environ | {STOP_WITH_ENV: str(os.getpid()),
+                                                                 LAUNCHED_BY_ENV: str(os.getpid())})
     if done.returncode != 0:
         raise LaunchFailed(f"stage {name} on {n} processes (accelerate launch) exited with {done.returncode}; "
                            "the processes' own error lines are above")

@@ -230,3 +230,38 @@ def test_grpo_kill_and_resume_on_two_processes_reaches_the_uninterrupted_run(grp
     for r in range(2):
         assert resumed[r]["weights"] == whole[r]["weights"], "same sampling, same updates: bit-identical weights"
         assert resumed[r]["index"] == whole[r]["index"]
+
+
+# ---- slow: `searchr3 stage sft` with train.processes: 2 (what dvc repro and the Prefect task run) ---------------
+
+@pytest.mark.slow
+def test_the_stage_command_launches_itself_on_train_processes(tmp_path):
+    import shutil
+
+    import yaml
+
+    from searchr3 import stages
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["profile"] = "tiny"
+    raw["train"]["processes"] = 2
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    shutil.copytree(ROOT / "bin", root / "bin")
+    (root / ".venv").symlink_to(sys.prefix, target_is_directory=True)
+    env = _env() | {"SEARCHR3_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("SEARCHR3_PROFILE", None)
+    for stage in ("base_model", "sources", "data", "traces"):
+        done = subprocess.run([str(root / "bin" / "searchr3"), "stage", stage, "--no-progress"], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=300)
+        _ok(done)
+    done = subprocess.run([str(root / "bin" / "searchr3"), "stage", "sft", "--no-progress"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    _ok(done)
+    assert "stage sft on 2 processes" in done.stderr and "accelerate.commands.launch" in done.stderr
+    summary = json.loads((root / "metrics" / "sft.json").read_text())
+    assert summary["steps"] == raw["profiles"]["tiny"]["sft"]["steps"]
+    assert json.loads(done.stdout[:done.stdout.rindex("}") + 1]) == summary, "the summary printed once, rank 0's"
+    assert (root / "models" / "sft" / "model.safetensors").exists()
+    assert stages.STAGES  # the stage names the CLI offers include sft

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from searchr3 import stages
-from searchr3.launch import run_stage
+from searchr3.launch import LAUNCHED_BY_ENV, STOP_WITH_ENV, run_stage
 from searchr3.paths import PATHS
 from searchr3.ranks import launched, secondary_rank
 
@@ -19,10 +19,10 @@ from searchr3.ranks import launched, secondary_rank
 # JSON line to the file it names: the machine-readable record that DVC ran the stage's command rather than
 # skipping it or restoring its outputs from the run cache.
 STAGE_LOG_ENV = "SEARCHR3_STAGE_LOG"
-# When set (``tasks.dvc`` sets it to the flow run's pid), the stage stops when that process is gone: a flow run
-# killed outright (its worker stopped with SIGKILL, a crash) must not leave `dvc repro` and training running on
-# as orphans that hold DVC's lock and race the next run.
-STOP_WITH_ENV = "SEARCHR3_STOP_WITH_PID"
+# STOP_WITH_ENV (searchr3.launch): when set (``tasks.dvc`` sets it to the flow run's pid), the stage stops when that
+# process is gone: a flow run killed outright (its worker stopped with SIGKILL, a crash) must not leave `dvc repro`
+# and training running on as orphans that hold DVC's lock and race the next run. The processes of a launch watch
+# the `searchr3 stage` that started them the same way.
 
 
 def register(sub) -> None:
@@ -84,7 +84,7 @@ def _run(args) -> int:
     started = time.time()
     # train.processes > 1: the stage starts itself under accelerate launch (searchr3.launch); errors: one line
     summary = run_stage(args.name, params, progress=not args.no_progress)
-    if secondary_rank():
+    if secondary_rank() or os.environ.get(LAUNCHED_BY_ENV):  # the process that launched this one reports the stage
         return 0
     if args.name != "evaluate":
         print(dump(summary if not isinstance(summary, dict) or len(str(summary)) < 4000 else {"done": args.name}))
