@@ -54,6 +54,7 @@ def s3(monkeypatch):
 
 def _repo(path: Path) -> Path:
     """A git + DVC repo of this project's pipeline on the tiny profile (short RL), its remote the S3 bucket."""
+    path.mkdir(parents=True)
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(ROOT / name, path / name)
     for folder in ("bin", "searchr3"):
