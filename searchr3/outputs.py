@@ -35,6 +35,7 @@ from pathlib import Path
 
 from searchr3.errors import OutputBusy, OutputUnwritable
 from searchr3.files import atomic_file, json_text
+from searchr3.ranks import secondary_rank
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,8 @@ def writes(*params: str, also=()):
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
+            if secondary_rank():  # a distributed training launch: rank 0 claims and writes; the others write nothing
+                return fn(*args, **kwargs)
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             extra = also(bound.arguments) if callable(also) else also

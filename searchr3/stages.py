@@ -17,6 +17,7 @@ from searchr3.config import load_params, section
 from searchr3.files import write_json_atomic
 from searchr3.outputs import metrics_with, writes
 from searchr3.paths import MODELS, PATHS, metrics_file, summary_beside
+from searchr3.ranks import secondary_rank
 
 STAGES = ("base_model", "sources", "data", "validate", "traces", "sft", "rl", "index", "evaluate")
 
@@ -102,10 +103,15 @@ def sft(params=None, base: str = PATHS["base"], data_dir: str = PATHS["data"], t
     p = _params(params)
     cfg = section(p, "sft", SFTConfig)
     rows = [dict(r) for r in load_train(data_dir)]
+
+    def train() -> dict:
+        return train_sft(cfg, section(p, "model", ModelConfig), base, rows, dev_set(data_dir, cfg.dev_set), out, checkpoint_dir,
+                         traces=candidate_traces(traces_path, cfg.traces), progress=progress)
+
+    if secondary_rank():  # train.processes > 1: rank 0 writes the model and the metrics
+        return train()
     with metrics_with(metrics_file("sft"), out) as put:  # model and metrics: both or neither
-        summary = train_sft(cfg, section(p, "model", ModelConfig), base, rows, dev_set(data_dir, cfg.dev_set), out, checkpoint_dir,
-                            traces=candidate_traces(traces_path, cfg.traces), progress=progress)
-        put(summary)
+        put(summary := train())
     return summary
 
 
@@ -120,18 +126,25 @@ def rl(params=None, start: str = PATHS["sft"], data_dir: str = PATHS["data"], ou
 
     p = _params(params)
     rows, corpus = load_train_with_corpus(data_dir)
+
+    def train() -> dict:
+        return train_grpo(section(p, "rl", GRPOConfig), section(p, "model", ModelConfig), section(p, "index", IndexConfig),
+                          start, rows, corpus, out, checkpoint_dir, index_out=index_out, progress=progress)
+
+    if secondary_rank():  # train.processes > 1: rank 0 writes the model, the index and the metrics
+        return train()
     with metrics_with(metrics_file("rl"), out, index_out) as put:  # model, index and metrics: all or none
-        summary = train_grpo(section(p, "rl", GRPOConfig), section(p, "model", ModelConfig),
-                             section(p, "index", IndexConfig), start, rows, corpus, out, checkpoint_dir,
-                             index_out=index_out, progress=progress)
-        put(summary)
+        put(summary := train())
     return summary
 
 
 @writes("out")
 def index(params=None, model: str = PATHS["rl"], corpus_dir: str | None = None, out: str = PATHS["index"],
-          progress: bool = True) -> dict:
-    """Snapshot of the search index users query: ``model`` over an evaluation corpus (default: the first test set)."""
+          progress: bool = True, shards=None) -> dict:
+    """Snapshot of the search index users query: ``model`` over an evaluation corpus (default: the first test set).
+
+    ``shards``: the corpus's vectors, already encoded in shards (``[(Shard, vectors)]``, ``searchr3.index.shards``:
+    the Prefect flow encodes them on Dask workers); this stage then only builds and writes the index."""
     from searchr3.data.beir import read_corpus
     from searchr3.eval.config import EvaluateConfig
     from searchr3.eval.sets import search_dir
@@ -147,8 +160,13 @@ def index(params=None, model: str = PATHS["rl"], corpus_dir: str | None = None, 
     embedder = Embedder.from_pretrained(model, config=section(p, "model", ModelConfig))
     idx = DocumentIndex.from_config(section(p, "index", IndexConfig))
     ids = list(corpus)
-    idx.build(ids, [corpus[d] for d in ids], lambda texts: embedder.encode_documents(texts), version=0,
-              progress=progress)
+    if shards is not None:
+        from searchr3.index.shards import index_from_shards
+
+        index_from_shards(idx, ids, shards, texts=corpus)
+    else:
+        idx.build(ids, [corpus[d] for d in ids], lambda texts: embedder.encode_documents(texts), version=0,
+                  progress=progress)
     manifest = {"model_checksum": embedder.checksum, "model_path": str(model), "corpus": str(corpus_dir)}
     save_snapshot(idx, out, manifest)
     return {"documents": len(ids), "out": out, **manifest}
@@ -156,8 +174,11 @@ def index(params=None, model: str = PATHS["rl"], corpus_dir: str | None = None, 
 
 @writes("report", also=lambda a: (Path(a["out_dir"]) / "eval.json", Path(PATHS["plots"]) / "eval_ndcg.json"))
 def evaluate(params=None, data_dir: str = PATHS["data"], out_dir: str = PATHS["metrics"],
-             report: str = PATHS["report"], progress: bool = True) -> dict:
-    """Score every configured system on every evaluation set → metrics/eval.json, plots data, reports/eval.md."""
+             report: str = PATHS["report"], progress: bool = True, done=None) -> dict:
+    """Score every configured system on every evaluation set → metrics/eval.json, plots data, reports/eval.md.
+
+    ``done``: the scores, already computed (``searchr3.eval.sets.SetsEvaluation``: the Prefect evaluate flow scores
+    the (system, set) cells on Dask workers); this stage then only writes them."""
     from searchr3.data.bm25 import Bm25Config
     from searchr3.eval.config import EvaluateConfig
     from searchr3.eval.report import write_report
@@ -165,9 +186,10 @@ def evaluate(params=None, data_dir: str = PATHS["data"], out_dir: str = PATHS["m
     from searchr3.model.config import ModelConfig
 
     p = _params(params)
-    done = evaluate_sets(data_dir, section(p, "evaluate", EvaluateConfig), MODELS,
-                         model_config=section(p, "model", ModelConfig), bm25=section(p, "bm25", Bm25Config),
-                         progress=progress)
+    if done is None:
+        done = evaluate_sets(data_dir, section(p, "evaluate", EvaluateConfig), MODELS,
+                             model_config=section(p, "model", ModelConfig), bm25=section(p, "bm25", Bm25Config),
+                             progress=progress)
     write_json_atomic(Path(out_dir) / "eval.json", done.results)
     bars = [{"set": ds, "system": s, "ndcg@10": r["ndcg@10"]} for ds, by in done.results.items() for s, r in by.items()]
     write_json_atomic(Path(PATHS["plots"]) / "eval_ndcg.json", bars)

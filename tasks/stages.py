@@ -17,6 +17,7 @@ from searchr3 import stages
 from searchr3.config import section
 from searchr3.eval.config import EvaluateConfig
 from searchr3.eval.sets import gate_set
+from searchr3.launch import run_stage
 from searchr3.paths import PATHS
 from tasks.artifacts import publish_eval, publish_stage_summary, publish_validation
 from tasks.retry import RETRIES
@@ -69,13 +70,15 @@ def traces(params: dict, progress: bool = False) -> dict:
 
 @task(name="train-sft", **STAGE_TASK)
 def sft(params: dict, progress: bool = False) -> dict:
-    return _done("sft", stages.sft(params, progress=progress))
+    """On ``train.processes`` processes (accelerate launch) when it is above 1."""
+    return _done("sft", run_stage("sft", params, progress=progress))
 
 
 @task(name="train-rl", **STAGE_TASK)
 def rl(params: dict, progress: bool = False) -> dict:
-    """GRPO; the trainer refreshes its own incremental index (indexes/rl) as it goes."""
-    return _done("rl", stages.rl(params, progress=progress))
+    """GRPO; the trainer refreshes its own incremental index (indexes/rl) as it goes. On ``train.processes``
+    processes when it is above 1."""
+    return _done("rl", run_stage("rl", params, progress=progress))
 
 
 @task(name="snapshot-index", **STAGE_TASK)

@@ -11,16 +11,18 @@ import time
 from pathlib import Path
 
 from searchr3 import stages
+from searchr3.launch import LAUNCHED_BY_ENV, STOP_WITH_ENV, run_stage
 from searchr3.paths import PATHS
+from searchr3.ranks import launched, secondary_rank
 
 # When set (``tasks.dvc`` sets it for the ``dvc repro`` it starts), each stage this command runs appends one
 # JSON line to the file it names: the machine-readable record that DVC ran the stage's command rather than
 # skipping it or restoring its outputs from the run cache.
 STAGE_LOG_ENV = "SEARCHR3_STAGE_LOG"
-# When set (``tasks.dvc`` sets it to the flow run's pid), the stage stops when that process is gone: a flow run
-# killed outright (its worker stopped with SIGKILL, a crash) must not leave `dvc repro` and training running on
-# as orphans that hold DVC's lock and race the next run.
-STOP_WITH_ENV = "SEARCHR3_STOP_WITH_PID"
+# STOP_WITH_ENV (searchr3.launch): when set (``tasks.dvc`` sets it to the flow run's pid), the stage stops when that
+# process is gone: a flow run killed outright (its worker stopped with SIGKILL, a crash) must not leave `dvc repro`
+# and training running on as orphans that hold DVC's lock and race the next run. The processes of a launch watch
+# the `searchr3 stage` that started them the same way.
 
 
 def register(sub) -> None:
@@ -70,16 +72,20 @@ def _run(args) -> int:
     from searchr3.config import load_params, profile_mismatch
     from searchr3.errors import ConfigError
 
-    if os.environ.get("DVC_STAGE") and (why := profile_mismatch(args.params)):  # run by dvc repro / dvc exp run
+    if os.environ.get("DVC_STAGE") and not launched() and (why := profile_mismatch(args.params)):  # run by dvc repro / dvc exp run
         raise ConfigError(why)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params(args.params, args.profile)
     watched = os.environ.get(STOP_WITH_ENV, "")
     if watched.isdigit():
         stop_with(int(watched))
-    record_run(args.name)
+    if not launched():  # one record per stage run (a launch's processes are that run's, recorded by who started them)
+        record_run(args.name)
     started = time.time()
-    summary = getattr(stages, args.name)(params, progress=not args.no_progress)  # errors: one line in searchr3.cli
+    # train.processes > 1: the stage starts itself under accelerate launch (searchr3.launch); errors: one line
+    summary = run_stage(args.name, params, progress=not args.no_progress)
+    if secondary_rank() or os.environ.get(LAUNCHED_BY_ENV):  # the process that launched this one reports the stage
+        return 0
     if args.name != "evaluate":
         print(dump(summary if not isinstance(summary, dict) or len(str(summary)) < 4000 else {"done": args.name}))
     else:

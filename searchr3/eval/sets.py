@@ -56,23 +56,47 @@ class SetsEvaluation:
     examples: list[tuple[str, str, str]] = field(default_factory=list)  # (set, system, reasoning trace)
 
 
-def evaluate_sets(data_dir: str | Path, config: EvaluateConfig, models: dict[str, str], *, model_config=None,
-                  bm25: Bm25Config | None = None, progress: bool = False) -> SetsEvaluation:
-    """Score every ``config.systems`` entry (with reasoning too for ``config.reasoning``) on every selected set.
+@dataclass(frozen=True)
+class EvalJob:
+    """One (set, system) cell of the evaluation: what a worker needs to score it, and nothing it must share."""
 
-    Dense systems read documents cut at ``config.doc_caps[0]`` tokens; each further cap scores the dense systems
-    again (without reasoning, whose queries do not depend on the cap) as ``<system>@<cap>``.
+    set_dir: str  # data/eval/<set>
+    name: str  # the system's name in metrics/eval.json (``rl+reasoning``, ``rl+bm25``, ``bm25``)
+    target: str  # a model folder, or ``bm25`` / ``minilm``
+    reasoning: bool
+    hybrid: bool
+    doc_cap: int | None = None  # documents cut at this many tokens by the dense side (None: evaluate.doc_caps[0])
 
+    @property
+    def set_name(self) -> str:
+        return Path(self.set_dir).name
+
+
+@dataclass
+class JobResult:
+    job: EvalJob
+    result: dict  # evaluate_detailed's result dict
+    examples: list[str]
+
+
+def selected_sets(data_dir: str | Path, config: EvaluateConfig) -> list[Path]:
+    """The evaluation set folders ``config.sets`` selects (all when unset); ArtifactError when there is none."""
+    dirs = [d for d in eval_set_dirs(data_dir) if not config.sets or d.name in config.sets]
+    if not dirs:
+        raise ArtifactError(f"{data_dir}/eval", None, "missing_file", "no evaluation sets found (run the data stage)")
+    return dirs
+
+
+def evaluation_jobs(data_dir: str | Path, config: EvaluateConfig, models: dict[str, str]) -> list[EvalJob]:
+    """Every (set, system) the evaluate stage scores, in report order: ``config.systems`` (with reasoning too for
+    ``config.reasoning``) on every selected set, documents cut at ``config.doc_caps[0]``; each further cap scores the
+    dense systems again (without reasoning, whose queries do not depend on the cap) as ``<system>@<cap>``.
     ``models`` maps a system name to its model folder (``searchr3.paths.MODELS``); a missing folder is skipped
-    with a warning. Other systems (``bm25``, ``minilm``, a folder) go to ``evaluate_detailed`` as they are.
-    """
-    out = SetsEvaluation()
-    for folder in eval_set_dirs(data_dir):
-        if config.sets and folder.name not in config.sets:
-            continue
-        rs = load_eval_set(folder)
-        out.results[folder.name] = {}
-        for system, reasoning, cap in _scored(config):
+    with a warning."""
+    jobs = []
+    scored = _scored(config)
+    for folder in selected_sets(data_dir, config):
+        for system, reasoning, cap in scored:
             dense, hybrid = system.removesuffix(HYBRID_SUFFIX), system.endswith(HYBRID_SUFFIX)  # rl+bm25: fused
             name = system + ("+reasoning" if reasoning else "")
             if cap != config.doc_caps[0]:
@@ -81,13 +105,44 @@ def evaluate_sets(data_dir: str | Path, config: EvaluateConfig, models: dict[str
             if dense in models and not Path(target).is_dir():
                 log.warning("skipping %s: %s does not exist", name, target)
                 continue
-            log.info("evaluating %s on %s", name, folder.name)
-            ev = evaluate_detailed(target, rs, reasoning, max_queries=config.max_queries, config=config,
-                                   model_config=model_config, bm25=bm25, progress=progress, hybrid=hybrid,
-                                   doc_cap=cap)
-            out.results[folder.name][name] = {k: v for k, v in ev.result.items() if k not in ("dataset", "system")}
-            out.rows.append({**ev.result, "system": name})
-            out.examples += [(folder.name, name, t) for t in ev.example_traces[:2]]
-    if not out.results:
-        raise ArtifactError(f"{data_dir}/eval", None, "missing_file", "no evaluation sets found (run the data stage)")
+            jobs.append(EvalJob(str(folder), name, str(target), reasoning, hybrid, cap))
+    return jobs
+
+
+def run_job(job: EvalJob, config: EvaluateConfig, *, model_config=None, bm25: Bm25Config | None = None,
+            progress: bool = False, rs=None) -> JobResult:
+    """Score one (set, system) cell; a pure function of its arguments and the files they name (a Dask task).
+    ``rs``: the set, already loaded (else read from ``job.set_dir``)."""
+    log.info("evaluating %s on %s", job.name, job.set_name)
+    rs = rs if rs is not None else load_eval_set(Path(job.set_dir))
+    ev = evaluate_detailed(job.target, rs, job.reasoning, max_queries=config.max_queries,
+                           config=config, model_config=model_config, bm25=bm25, progress=progress, hybrid=job.hybrid,
+                           doc_cap=job.doc_cap)
+    return JobResult(job, ev.result, ev.example_traces[:2])
+
+
+def collect(sets: list[Path], jobs: list[EvalJob], results: list[JobResult]) -> SetsEvaluation:
+    """The results of ``jobs`` (in any order) on ``sets`` as the evaluate stage reports them, in ``jobs`` order."""
+    by_job = {r.job: r for r in results}
+    out = SetsEvaluation()
+    for folder in sets:
+        out.results[Path(folder).name] = {}
+    for job in jobs:
+        r = by_job[job]
+        out.results[job.set_name][job.name] = {k: v for k, v in r.result.items() if k not in ("dataset", "system")}
+        out.rows.append({**r.result, "system": job.name})
+        out.examples += [(job.set_name, job.name, t) for t in r.examples]
     return out
+
+
+def evaluate_sets(data_dir: str | Path, config: EvaluateConfig, models: dict[str, str], *, model_config=None,
+                  bm25: Bm25Config | None = None, progress: bool = False) -> SetsEvaluation:
+    """Score every ``config.systems`` entry (with reasoning too for ``config.reasoning``) on every selected set,
+    one :class:`EvalJob` after the other (the Prefect evaluate flow runs the same jobs on Dask workers).
+
+    Other systems (``bm25``, ``minilm``, a folder) go to ``evaluate_detailed`` as they are.
+    """
+    sets, jobs = selected_sets(data_dir, config), evaluation_jobs(data_dir, config, models)
+    loaded = {str(d): load_eval_set(d) for d in sets}  # each set read once
+    return collect(sets, jobs, [run_job(j, config, model_config=model_config, bm25=bm25, progress=progress,
+                                        rs=loaded[j.set_dir]) for j in jobs])

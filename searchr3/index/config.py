@@ -27,8 +27,12 @@ class RefreshConfig:
 
 @dataclass
 class IndexConfig:
-    kind: str = "flat"  # flat = exact IndexIDMap2(IndexFlatIP) | ivf = IndexIVFFlat (inner product) trained on the first build
-    nlist: int = 1024  # ivf: number of clusters (needs at least nlist documents at build time)
+    kind: str = "flat"  # flat = exact IndexIDMap2(IndexFlatIP) | ivf = IndexIVFFlat (inner product) trained on the first
+    #                     build | hnsw = IndexHNSWFlat (serving; an update rebuilds it) | auto = by corpus size (store.auto_kind)
+    nlist: int = 1024  # ivf: number of clusters (needs at least nlist documents at build time); auto: 4 sqrt(n)
     nprobe: int = 16  # ivf: clusters visited per query
+    hnsw_m: int = 32  # hnsw: graph neighbours per vector (memory ~ n * (4 d + 8 m) bytes)
+    ef_construction: int = 200  # hnsw: candidate list while building (higher: better graph, slower build)
+    ef_search: int = 128  # hnsw: candidate list per query (higher: better recall, slower queries; >= k)
     encode_batch: int = 64  # texts handed to the encoder per call while building or refreshing
     refresh: RefreshConfig = field(default_factory=RefreshConfig)

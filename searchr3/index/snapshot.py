@@ -51,6 +51,8 @@ def save_snapshot(index: DocumentIndex, out_dir: str | Path, manifest: dict) -> 
         "kind": index.kind,
         "nlist": index.nlist,
         "nprobe": index.nprobe,
+        "hnsw_m": index.hnsw_m,
+        "ef_search": index.ef_search,
         "dim": index.dim,
         "count": len(index),
         "version_min": int(index.versions.min()),
@@ -109,7 +111,8 @@ def load_snapshot(snapshot_dir: str | Path, texts: dict[str, str] | None = None)
     if int(faiss_index.d) != manifest["dim"]:
         raise ArtifactError(snapshot_dir / MANIFEST_FILE, None, "snapshot-dim-mismatch",
                         f"manifest dim {manifest['dim']} but index dim {faiss_index.d}")
-    index = DocumentIndex(kind=manifest["kind"], nlist=manifest.get("nlist", 1024), nprobe=manifest.get("nprobe", 16))
+    index = DocumentIndex(kind=manifest["kind"], nlist=manifest.get("nlist", 1024), nprobe=manifest.get("nprobe", 16),
+                          hnsw_m=manifest.get("hnsw_m", 32), ef_search=manifest.get("ef_search", 128))
     index.attach(faiss_index, doc_ids, versions)
     check_unit_norms(index, snapshot_dir / INDEX_FILE)
     if texts:

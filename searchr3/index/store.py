@@ -3,13 +3,18 @@
 String doc ids map onto dense int64 ids (0, 1, 2 ... in the order documents were first added);
 those int ids are the FAISS labels and never change, so ``update`` (remove + add) keeps them.
 
-Two structures:
+Three structures, or ``auto`` (chosen by corpus size at the first build: :func:`auto_kind`):
 
 - ``flat``: ``IndexIDMap2(IndexFlatIP)``, exact inner-product search.
 - ``ivf``: ``IndexIVFFlat`` (inner product) trained on the vectors of the first ``build``. It holds
   the int64 labels itself, with a hashtable direct map so vectors can be removed and reconstructed.
   (Wrapping IVF in ``IndexIDMap2`` would break ``remove_ids``: the id map assumes the inner index
-  renumbers its vectors after a removal, which IVF does not.)
+  renumbers its vectors after a removal, which IVF does not.) ``auto`` sizes ``nlist`` (:func:`auto_nlist`); training uses at most 64 vectors per cluster.
+- ``hnsw``: ``IndexIDMap2(IndexHNSWFlat)`` (inner product), a graph index: no training, fast and accurate queries,
+  but FAISS cannot remove a vector from it, so ``update`` of known documents rebuilds the graph from the stored
+  vectors (O(n)): right for the serving index, wrong for the RL live index (keep ``flat``/``ivf`` there).
+
+``benchmarks/index_scale.py`` measures build time, query latency and recall@10 against flat at 10k-1M vectors.
 """
 from __future__ import annotations
 
@@ -20,7 +25,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 EncodeFn = Callable[[list[str]], np.ndarray]
-KINDS = ("flat", "ivf")
+KINDS = ("flat", "ivf", "hnsw")
+AUTO = "auto"
+AUTO_FLAT_MAX = 100_000  # auto: exact search up to this many documents (measured: benchmarks/index_scale.py)
+AUTO_IVF_MAX = 2_000_000  # auto: IVF up to this many, HNSW beyond (IVF's training and probing grow with n)
 SCORE_TOLERANCE = 1e-3  # unit vectors: |score| <= 1 up to float32 rounding
 
 
@@ -42,18 +50,41 @@ def encode_in_batches(encode_fn: EncodeFn, texts: Sequence[str], batch_size: int
     return np.ascontiguousarray(np.concatenate(parts, axis=0))
 
 
+def auto_kind(n_docs: int) -> str:
+    """The structure ``kind: auto`` picks for ``n_docs`` documents: flat (exact) up to :data:`AUTO_FLAT_MAX`, IVF up
+    to :data:`AUTO_IVF_MAX`, HNSW beyond."""
+    if n_docs <= AUTO_FLAT_MAX:
+        return "flat"
+    return "ivf" if n_docs <= AUTO_IVF_MAX else "hnsw"
+
+
+IVF_MIN_POINTS = 39  # FAISS's k-means warns below 39 training points per centroid
+IVF_TRAIN_POINTS = 64  # ... and IVF trains on at most this many per centroid (a seeded sample): enough for the centroids
+
+
+def auto_nlist(n_docs: int) -> int:
+    """IVF clusters for ``n_docs`` documents: ``4 * sqrt(n)`` (FAISS's guideline is 4-16 x sqrt(n)), but at most
+    ``n / 39`` so that k-means has the points it needs; at least 1."""
+    return max(1, min(int(4 * n_docs ** 0.5), n_docs // IVF_MIN_POINTS))
+
+
 class DocumentIndex:
     """Live document index: FAISS vectors + string id map + a version stamp per vector."""
 
-    def __init__(self, kind: str = "flat", nlist: int = 1024, nprobe: int = 16, encode_batch: int = 256):
-        if kind not in KINDS:
-            raise ValueError(f"index kind must be one of {KINDS}, got {kind!r}")
+    def __init__(self, kind: str = "flat", nlist: int = 1024, nprobe: int = 16, encode_batch: int = 256,
+                 hnsw_m: int = 32, ef_construction: int = 200, ef_search: int = 128):
+        if kind not in KINDS + (AUTO,):
+            raise ValueError(f"index kind must be one of {KINDS + (AUTO,)}, got {kind!r}")
         if nlist < 1 or nprobe < 1:
             raise ValueError(f"nlist and nprobe must be >= 1, got nlist={nlist} nprobe={nprobe}")
-        self.kind = kind
+        if hnsw_m < 2 or ef_construction < 1 or ef_search < 1:
+            raise ValueError(f"hnsw_m must be >= 2 and ef_construction, ef_search >= 1, got {hnsw_m}, "
+                             f"{ef_construction}, {ef_search}")
+        self.kind = kind  # "auto" until the first build resolves it (auto_kind)
         self.nlist = nlist
         self.nprobe = nprobe
         self.encode_batch = encode_batch
+        self.hnsw_m, self.ef_construction, self.ef_search = hnsw_m, ef_construction, ef_search
         self.dim: int | None = None
         self.faiss_index: faiss.Index | None = None
         self.doc_ids: list[str] = []  # position = int64 label
@@ -64,7 +95,8 @@ class DocumentIndex:
     @classmethod
     def from_config(cls, config) -> "DocumentIndex":
         """From an ``IndexConfig`` (``searchr3.index.config``)."""
-        return cls(kind=config.kind, nlist=config.nlist, nprobe=config.nprobe, encode_batch=config.encode_batch)
+        return cls(kind=config.kind, nlist=config.nlist, nprobe=config.nprobe, encode_batch=config.encode_batch,
+                   hnsw_m=config.hnsw_m, ef_construction=config.ef_construction, ef_search=config.ef_search)
 
     def __len__(self) -> int:
         return 0 if self.faiss_index is None else int(self.faiss_index.ntotal)
@@ -89,6 +121,10 @@ class DocumentIndex:
         vectors = _check_vectors(vectors, len(doc_ids), None)
         if not doc_ids:
             raise ValueError("cannot build an index with no documents")
+        if self.kind == AUTO:
+            self.kind = auto_kind(len(doc_ids))
+            if self.kind == "ivf":
+                self.nlist = auto_nlist(len(doc_ids))
         self.dim = vectors.shape[1]
         self.faiss_index = self._empty_index(vectors)
         self.doc_ids = []
@@ -115,11 +151,14 @@ class DocumentIndex:
         labels = np.fromiter((self.int_of[d] if d in self.int_of else new_labels[d] for d in doc_ids),
                              dtype=np.int64, count=len(doc_ids))
         known = labels[labels < len(self.doc_ids)]
-        if len(known):
+        if len(known) and self.kind == "hnsw":  # FAISS cannot remove from HNSW: rebuild the graph with the new vectors
+            self._rebuild_hnsw(labels, vectors)
+        elif len(known):
             removed = self.faiss_index.remove_ids(known)
             if removed != len(known):
                 raise RuntimeError(f"FAISS removed {removed} of {len(known)} vectors; index out of step with the id map")
-        self.faiss_index.add_with_ids(vectors, labels)
+        if not (len(known) and self.kind == "hnsw"):
+            self.faiss_index.add_with_ids(vectors, labels)
         self.int_of.update(new_labels)
         self.doc_ids.extend(new_ids)
         self.versions = np.concatenate([self.versions, np.zeros(len(new_ids), np.int64)])
@@ -189,7 +228,8 @@ class DocumentIndex:
         ``vectors`` rows follow ``self.doc_ids``. Used to compare the live index with a fully fresh one.
         """
         vectors = _check_vectors(vectors, len(self.doc_ids), self.dim)
-        other = DocumentIndex(self.kind, self.nlist, self.nprobe, self.encode_batch)
+        other = DocumentIndex(self.kind, self.nlist, self.nprobe, self.encode_batch, self.hnsw_m, self.ef_construction,
+                              self.ef_search)
         other.dim = self.dim
         other.faiss_index = self._empty_index(vectors, trained=self.faiss_index)
         other.doc_ids = list(self.doc_ids)
@@ -204,13 +244,31 @@ class DocumentIndex:
     def _search_labels(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self.kind == "ivf":
             self.faiss_index.nprobe = self.nprobe
+        elif self.kind == "hnsw":
+            _hnsw_of(self.faiss_index).hnsw.efSearch = max(self.ef_search, k)
         return self.faiss_index.search(queries, k)
+
+    def _rebuild_hnsw(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        """Every stored vector (``labels`` replaced by ``vectors``, new labels appended) in a fresh HNSW graph."""
+        count = len(self.doc_ids)
+        stored = np.asarray(self.faiss_index.reconstruct_batch(np.arange(count, dtype=np.int64)), dtype=np.float32)
+        new = labels >= count
+        stored[labels[~new]] = vectors[~new]
+        every = np.concatenate([stored, vectors[new]]) if new.any() else stored
+        order = np.concatenate([np.arange(count, dtype=np.int64), labels[new]])
+        self.faiss_index = self._empty_index(every)
+        self.faiss_index.add_with_ids(every, order)
 
     def _empty_index(self, training_vectors: np.ndarray, trained: faiss.Index | None = None) -> faiss.Index:
         """An empty FAISS index; IVF is trained on ``training_vectors`` or reuses the clusters of ``trained``."""
         dim = training_vectors.shape[1]
         if self.kind == "flat":
             return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        if self.kind == "hnsw":
+            graph = faiss.IndexHNSWFlat(dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            graph.hnsw.efConstruction = self.ef_construction
+            graph.hnsw.efSearch = self.ef_search
+            return faiss.IndexIDMap2(graph)
         if trained is not None:
             source = faiss.extract_index_ivf(trained)
             ivf = faiss.IndexIVFFlat(faiss.clone_index(source.quantizer), dim, source.nlist, faiss.METRIC_INNER_PRODUCT)
@@ -219,6 +277,10 @@ class DocumentIndex:
                 raise ValueError(f"ivf index needs at least nlist={self.nlist} documents to train, got "
                                  f"{len(training_vectors)}; lower index.nlist or use kind: flat")
             ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
+            cap = IVF_TRAIN_POINTS * self.nlist
+            if len(training_vectors) > cap:  # a seeded sample: the same vectors give the same clusters
+                pick = np.sort(np.random.default_rng(0).choice(len(training_vectors), cap, replace=False))
+                training_vectors = training_vectors[pick]
             ivf.train(training_vectors)
         ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
         ivf.nprobe = self.nprobe
@@ -233,6 +295,13 @@ class DocumentIndex:
         self.versions = np.asarray(versions, dtype=np.int64)
         if self.kind == "ivf":
             faiss.extract_index_ivf(faiss_index).nprobe = self.nprobe
+        elif self.kind == "hnsw":
+            _hnsw_of(faiss_index).hnsw.efSearch = self.ef_search
+
+
+def _hnsw_of(index: faiss.Index) -> faiss.IndexHNSW:
+    """The HNSW index inside an ``IndexIDMap2``."""
+    return faiss.downcast_index(faiss.downcast_index(index).index)
 
 
 def _check_unique(doc_ids: list[str]) -> None:

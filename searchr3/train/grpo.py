@@ -51,6 +51,8 @@ from searchr3.model.padding import pad_batch
 from searchr3.train import common
 from searchr3.train.advantages import group_advantages
 from searchr3.train.common import PhaseTimer
+from searchr3.train.distributed import SINGLE, Dist
+from searchr3.train.distributed import init as init_distributed
 from searchr3.train.grpo_config import GRPOConfig
 from searchr3.train.losses.clipped_policy import ClippedPolicyLoss, masked_sequence_mean
 from searchr3.train.losses.infonce import InfoNCELoss, has_negatives
@@ -96,15 +98,16 @@ def select_corpus(rows: list[dict], corpus: dict[str, str], max_docs: int, seed:
 
 
 def open_index(trainee: Trainee, texts: dict[str, str], index_config: IndexConfig, ckpt: dict | None,
-               checkpoint_dir: str | Path, micro_batch: int, progress: bool) -> tuple[DocumentIndex, RefreshPolicy]:
+               checkpoint_dir: str | Path, micro_batch: int, progress: bool,
+               dist: Dist = SINGLE) -> tuple[DocumentIndex, RefreshPolicy]:
     """The live index and its refresh policy: the checkpoint's snapshot and kNN graph, or ``texts`` encoded at version 0."""
     if ckpt is not None:
         index = load_snapshot(Path(checkpoint_dir) / INDEX_CHECKPOINTS / ckpt["index_dir"], texts=texts)
         index.encode_batch = index_config.encode_batch
         return index, RefreshPolicy(index, index_config.refresh, graph=KnnGraph(ckpt["graph"]), progress=progress)
     index = DocumentIndex.from_config(index_config)
-    index.build(list(texts), list(texts.values()), partial(trainee.encode_documents, batch_size=micro_batch),
-                version=0, progress=progress)
+    index.build(list(texts), list(texts.values()), dist.encode_split(partial(trainee.encode_documents, batch_size=micro_batch)),
+                version=0, progress=progress)  # scale-out: each rank encodes its share, every rank gets the index
     return index, RefreshPolicy(index, index_config.refresh, progress=progress)
 
 
@@ -255,21 +258,27 @@ def reward(index: DocumentIndex, batch: list[dict], reasoning: Reasoning, scores
 
 def update(trainee: Trainee, batch: list[dict], scores: Scores, rewards: Rewards, policy_loss: ClippedPolicyLoss,
            nce: InfoNCELoss, config: GRPOConfig, index: DocumentIndex, positives: dict[str, set[str]],
-           version: int | None = None) -> dict[str, float]:
+           version: int | None = None, dist: Dist = SINGLE, everyone: list[dict] | None = None) -> dict[str, float]:
     """4. ``updates_per_step`` optimizer updates (policy loss on the active traces + λ_trace_nce · InfoNCE on every
     trace's embedding + λ_nce · InfoNCE on the direct queries), then the schedule. ``version``: the policy's
-    version before this update (the direct InfoNCE reads document vectors of that version from the index)."""
+    version before this update (the direct InfoNCE reads document vectors of that version from the index).
+
+    On N processes (``dist``; ``batch`` is this rank's share of ``everyone``): the policy loss is this rank's share
+    of the mean over every rank's active traces, InfoNCE sees the whole step's documents, gradients are averaged."""
     trainee.model.train()
+    shares, _ = dist.token_shares({"active": len(rewards.active)})  # scale-out: a rank's share of the active traces
     trace_nce = TraceNCE(nce, config.lambda_trace_nce, batch, config.group_size, config.negatives_per_query, index, positives)
     for _ in range(config.updates_per_step):
         losses = {"policy": 0.0, "kl_penalty": 0.0, "clip_fraction": 0.0}
         if rewards.active or trace_nce.on:
-            losses = policy_backward(trainee, scores, rewards.active, rewards.advantages, policy_loss, config, trace_nce)
+            losses = policy_backward(trainee, scores, rewards.active, rewards.advantages, policy_loss, config, trace_nce,
+                                     shares.get("active", 1.0))
         if config.lambda_nce > 0:
             with trainee.autocast():
-                term = nce_loss(trainee, batch, nce, config, positives, index, version)
+                term = nce_loss(trainee, batch, nce, config, positives, index, version, dist, everyone)
             (config.lambda_nce * term).backward()
             losses["nce"] = float(term.detach())
+        dist.sync_gradients(trainee.params)  # scale-out: the mean gradient over ranks
         grad_norm = trainee.optimizer_step(config.max_grad_norm)
         version = None  # after an optimizer step the index no longer holds the current weights' vectors
     trainee.scheduler.step()
@@ -278,7 +287,7 @@ def update(trainee: Trainee, batch: list[dict], scores: Scores, rewards: Rewards
 
 
 def refresh_index(refresher: RefreshPolicy, trainee: Trainee, upcoming: list[dict], rewards: Rewards, step: int,
-                  version: int, probe: list[str], config: GRPOConfig) -> dict:
+                  version: int, probe: list[str], config: GRPOConfig, dist: Dist = SINGLE) -> dict:
     """5. Re-encode with policy ``version`` what the refresh policy picks; fidelity on the probe queries when due.
 
     The first tier ("used") is the documents the *next* step will score: the positives and negatives of
@@ -288,10 +297,12 @@ def refresh_index(refresher: RefreshPolicy, trainee: Trainee, upcoming: list[dic
     probe_every = refresher.config.probe_every
     probe_vectors = None
     if probe_every > 0 and step % probe_every == 0:
-        probe_vectors = trainee.encode_queries(probe, config.micro_batch)
+        probe_vectors = dist.encode_split(partial(trainee.encode_queries, batch_size=config.micro_batch))(probe)
     used = list(dict.fromkeys(d for r in upcoming for d in used_doc_ids(r, config.negatives_per_query)))
-    return refresher.step(step, partial(trainee.encode_documents, batch_size=config.micro_batch), used, rewards.ranked,
-                          version, probe_query_vectors=probe_vectors)
+    # scale-out: every rank refreshes the same ids (every rank's top-k), each encoding its share of them
+    ranked = [hits for part in dist.gather_objects(rewards.ranked) for hits in part]
+    return refresher.step(step, dist.encode_split(partial(trainee.encode_documents, batch_size=config.micro_batch)), used,
+                          ranked, version, probe_query_vectors=probe_vectors)
 
 
 # ---- pieces of the phases -----------------------------------------------------------------------
@@ -325,12 +336,14 @@ class TraceNCE:
 
 
 def policy_backward(trainee: Trainee, scores: Scores, active: list[int], advantages: torch.Tensor,
-                    policy_loss: ClippedPolicyLoss, config: GRPOConfig, trace_nce: TraceNCE | None = None) -> dict[str, float]:
+                    policy_loss: ClippedPolicyLoss, config: GRPOConfig, trace_nce: TraceNCE | None = None,
+                    policy_scale: float = 1.0) -> dict[str, float]:
     """Backward ``ClippedPolicyLoss`` over the ``active`` traces (+ ``trace_nce`` over every trace), chunk by chunk
     (no optimizer step).
 
     Each chunk's loss is weighted by its share of the traces the term covers, so the gradient is that of the
-    mean over traces, whatever ``micro_batch``. Log-probs are at the sampling temperature.
+    mean over traces, whatever ``micro_batch``. Log-probs are at the sampling temperature. ``policy_scale`` multiplies
+    the policy term's gradient (on N processes: this rank's share of every rank's active traces).
     """
     e = trainee.embedder
     nce_on = trace_nce is not None and trace_nce.on and len(scores.seqs) > 1
@@ -350,7 +363,7 @@ def policy_backward(trainee: Trainee, scores: Scores, active: list[int], advanta
             old, ref = pad_rows([scores.old_logp[i] for i in picked])[0], pad_rows([scores.ref_logp[i] for i in picked])[0]
             out = policy_loss(logp, old, ref, advantages[picked].to(logp.device), mask)
             share = len(mine) / len(active)
-            loss = out.total * share
+            loss = out.total * share * policy_scale
             total["policy"] += float(out.policy.detach()) * share
             total["kl_penalty"] += float(out.kl.detach()) * share
             clipped_tokens += out.clip_fraction * int(mask.sum())
@@ -366,13 +379,15 @@ def policy_backward(trainee: Trainee, scores: Scores, active: list[int], advanta
 
 def nce_loss(trainee: Trainee, rows: list[dict], loss_fn: InfoNCELoss, config: GRPOConfig,
              positives: dict[str, set[str]], index: DocumentIndex | None = None,
-             version: int | None = None) -> torch.Tensor:
+             version: int | None = None, dist: Dist = SINGLE, everyone: list[dict] | None = None) -> torch.Tensor:
     """InfoNCE on (direct query embedding, positive, ``negatives_per_query`` hard negatives), with gradient; in-batch
     documents that are known positives of a row's query are masked (rows without a negative were dropped).
 
     Without document gradient (``nce_doc_grad`` off), document vectors that ``index`` holds at policy ``version``
     (the current weights: the previous refresh prefetched this step's documents) are taken from it instead of
-    being encoded again (``Trainee.fast``); the others are encoded without gradient."""
+    being encoded again (``Trainee.fast``); the others are encoded without gradient. On N processes every rank
+    scores the whole step's queries against its documents (gathered with gradient; the index is the same on every
+    rank)."""
     e, k = trainee.embedder, config.negatives_per_query
     q_vec = embed(trainee, e.tokenize_queries([r["query"] for r in rows]))
     d_vec = None
@@ -383,7 +398,8 @@ def nce_loss(trainee: Trainee, rows: list[dict], loss_fn: InfoNCELoss, config: G
     else:
         with torch.set_grad_enabled(config.nce_doc_grad):
             d_vec = embed(trainee, e.tokenize_documents(row_documents(rows, k))).view(len(rows), 1 + k, -1)
-    return loss_fn(q_vec, d_vec[:, 0], d_vec[:, 1:] if k else None, infonce_ignore(rows, k, positives))
+    q_vec, d_vec = dist.gather(q_vec), dist.gather(d_vec)  # scale-out: the global batch (no-op on one process)
+    return loss_fn(q_vec, d_vec[:, 0], d_vec[:, 1:] if k else None, infonce_ignore(everyone or rows, k, positives))
 
 
 def embed(trainee: Trainee, seqs: list[list[int]]) -> torch.Tensor:
@@ -447,27 +463,32 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
     policy_loss = ClippedPolicyLoss(clip_eps=config.clip_eps, beta=config.beta)
     nce = InfoNCELoss(temperature=config.nce_temperature, in_batch_negatives=True)
     started = time.time()
+    dist = init_distributed()  # scale-out: N processes under accelerate launch / torchrun; else one (no-op)
     trainee = load_trainee(start_dir, model_config, config, max_doc_tokens=config.max_doc_tokens,
                            max_query_tokens=config.max_query_tokens)
+    dist.broadcast_parameters(trainee.model)
     start_checksum = trainee.embedder.checksum
     order = common.batch_order(len(train_rows), config.queries_per_step, config.steps, config.seed)
     texts = select_corpus([train_rows[i] for step in order for i in step], corpus, config.max_corpus_docs, config.seed)
     probe = [train_rows[i]["query"] for i in sorted(random.Random(config.seed).sample(
         range(len(train_rows)), min(index_config.refresh.probe_size, len(train_rows))))]
-    fingerprint = common.fingerprint(config, start_checksum, train_rows, [asdict(index_config), sorted(corpus)])
+    fingerprint = common.fingerprint(config, start_checksum, train_rows, [asdict(index_config), sorted(corpus)]
+                                     + ([{"processes": dist.world}] if dist.active else []))  # scale-out: ranks sample
     ckpt = trainee.restore(checkpoint_dir, fingerprint)
     state = ckpt["state"] if ckpt is not None else {"step": 0, "policy_version": 0, "history": [], "fingerprint": fingerprint}
-    index, refresher = open_index(trainee, texts, index_config, ckpt, checkpoint_dir, config.micro_batch, progress)
+    index, refresher = open_index(trainee, texts, index_config, ckpt, checkpoint_dir, config.micro_batch, progress, dist)
     view = {"index": index, "encode_documents": partial(trainee.encode_documents, batch_size=config.micro_batch),
             "encode_queries": partial(trainee.encode_queries, batch_size=config.micro_batch)}
     if on_step:
         on_step(view | {"step": state["step"], "metrics": {}, "refresh": None})
-    live = common.open_live(live_dir, resume=ckpt is not None)
+    live = common.open_live(live_dir if dist.is_main else None, resume=ckpt is not None)  # scale-out: rank 0 logs
     search_k = max(config.reward_cutoff, index_config.refresh.topk_stale)
 
-    bar = common.progress_bar(config.steps, state["step"], progress, "rl")
+    bar = common.progress_bar(config.steps, state["step"], progress and dist.is_main, "rl")
     for step in range(state["step"], config.steps):
-        batch, timer = [train_rows[i] for i in order[step]], PhaseTimer()
+        everyone, timer = [train_rows[i] for i in order[step]], PhaseTimer()
+        batch = dist.split(everyone)  # scale-out: this rank's queries (whole groups: rewards and advantages stay local)
+        dist.seed_step(config.seed, step)
         with timer("rollout"):  # 1. G traces per query from policy version `step`
             reasoning = rollout(trainee, batch, config)
         with timer("score"):  # 2. their embeddings, old and reference log-probs
@@ -476,12 +497,12 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
             rewards = reward(index, batch, reasoning, scores, config, search_k)
         with timer("update"):  # 4. clipped policy loss + β·KL (+ λ·InfoNCE) → optimizer
             losses = update(trainee, batch, scores, rewards, policy_loss, nce, config, index, positives,
-                            version=state["policy_version"])
+                            version=state["policy_version"], dist=dist, everyone=everyone)
         state["step"] = state["policy_version"] = step + 1
         with timer("refresh"):  # 5. prefetch: re-encode what step + 1 will score (and neighbours), then other stale
             upcoming = [train_rows[i] for i in order[step + 1]] if step + 1 < config.steps else []
-            stats = refresh_index(refresher, trainee, upcoming, rewards, step, state["policy_version"], probe, config)
-        metrics = step_metrics(reasoning, scores, rewards, config.group_size) | losses | refresh_metrics(stats)
+            stats = refresh_index(refresher, trainee, upcoming, rewards, step, state["policy_version"], probe, config, dist)
+        metrics = dist.mean_metrics(step_metrics(reasoning, scores, rewards, config.group_size) | losses) | refresh_metrics(stats)
         metrics |= timer.metrics()
         common.log_metrics(live, metrics, state["step"])
         if on_step:
@@ -490,15 +511,16 @@ def train_grpo(config: GRPOConfig, model_config: ModelConfig, index_config: Inde
         if bar:
             bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", emit=f"{metrics['emitted']:.2f}")
             bar.update(1)
-        if state["step"] % config.checkpoint_every == 0 or state["step"] == config.steps:
-            save_checkpoint(checkpoint_dir, trainee, state, index, refresher.graph, start_checksum)
+        if (state["step"] % config.checkpoint_every == 0 or state["step"] == config.steps) and dist.is_main:
+            save_checkpoint(checkpoint_dir, trainee, state, index, refresher.graph, start_checksum)  # scale-out: once
     if bar:
         bar.close()
 
     summary = finish(trainee, index, state, config, start_dir, start_checksum, out, index_out, len(train_rows), started,
-                     progress)
+                     progress, dist)
     if live is not None:
         live.end()
+    dist.barrier()
     return summary
 
 
@@ -523,18 +545,21 @@ def save_checkpoint(checkpoint_dir, trainee: Trainee, state: dict, index: Docume
 
 
 def finish(trainee: Trainee, index: DocumentIndex, state: dict, config: GRPOConfig, start_dir, start_checksum: str,
-           out, index_out, n_rows: int, started: float, progress: bool) -> dict:
+           out, index_out, n_rows: int, started: float, progress: bool, dist: Dist = SINGLE) -> dict:
     """Final refresh (``final_refresh``), the policy exported (LoRA merged) to ``out``, the index snapshot to
     ``index_out`` stamped with the exported weights' checksum; returns the run summary."""
     version = state["policy_version"]
     final_refreshed = 0
     if config.final_refresh:
         stale = [d for d, v in zip(index.doc_ids, index.versions) if v < version]
-        final_refreshed = refresh(index, stale, partial(trainee.encode_documents, batch_size=config.micro_batch),
+        final_refreshed = refresh(index, stale, dist.encode_split(partial(trainee.encode_documents,
+                                                                          batch_size=config.micro_batch)),
                                   version, progress=progress)
     summary = summarize(state["history"], config, n_rows, len(index), final_refreshed, time.time() - started)
     manifest = {"stage": "rl", "start": str(start_dir), "start_weights_sha256": start_checksum,
                 "embed_token_id": trainee.embed_id, "rl": summary}
+    if not dist.is_main:  # scale-out: rank 0 exports the model and the index
+        return summary
     trainee.export(out, manifest)
     summary["model_checksum"] = json.loads((Path(out) / "manifest.json").read_text())["weights_sha256"]
     stale_now = index.staleness(version)

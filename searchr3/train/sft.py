@@ -35,6 +35,8 @@ from searchr3.model.config import IGNORE_INDEX, ModelConfig
 from searchr3.model.embedder import Embedder, pad_labelled
 from searchr3.model.padding import pad_batch
 from searchr3.train import common
+from searchr3.train.distributed import SINGLE, Dist
+from searchr3.train.distributed import init as init_distributed
 from searchr3.train.losses.composite import CompositeLoss
 from searchr3.train.sft_config import SFTConfig
 from searchr3.train.traces import best_kept, score_candidates
@@ -70,14 +72,15 @@ class SFTBatchBuilder:
                  positives: dict[str, set[str]] | None = None, packed: bool = False):
         self.e, self.c, self.traces, self.positives, self.packed = embedder, config, traces, positives, packed
 
-    def build(self, rows: list[dict]) -> dict:
+    def build(self, rows: list[dict], everyone: list[dict] | None = None) -> dict:
+        """``everyone``: on N processes, the global batch whose documents InfoNCE sees (``rows`` is this rank's share)."""
         e, k = self.e, self.c.negatives_per_query
         traced = [self.traces.get(r["query_id"]) for r in rows]
         queries = e.query_sequences([r["query"] for r in rows], traced, self.c.max_query_tokens, self.c.max_trace_tokens)
         kl_cut = [len(seq.ids) - e.closing_tokens if trace is not None else 0 for seq, trace in zip(queries, traced)]
         docs = e.tokenize_documents(row_documents(rows, k), self.c.max_doc_tokens)
         positives = self.positives if self.positives is not None else known_positives(rows)
-        ignore = infonce_ignore(rows, k, positives)
+        ignore = infonce_ignore(everyone or rows, k, positives)
         if self.packed:
             return self._packed(queries, kl_cut, docs, k, ignore)
         q_ids, q_mask, q_pos, labels = pad_labelled(queries, e.pad_id, e.device)
@@ -126,14 +129,17 @@ Reference = Callable[[], AbstractContextManager[torch.nn.Module]]
 
 def compute_loss(model, batch: dict, loss_fn: CompositeLoss, embed_id: int, config: SFTConfig,
                  reference: Reference | None = None, timer: common.PhaseTimer | None = None,
-                 merged: Reference | None = None):
+                 merged: Reference | None = None, dist: Dist = SINGLE):
     """The composite loss of one built batch; ``reference`` (``Trainee.reference``) is needed for the KL term.
 
     ``timer`` (measurement) times the phases: query, documents, reference, loss. ``merged`` (``Trainee.merged``)
-    wraps the policy's passes of a packed batch (LoRA merged in the passes without gradient). LM logits are computed only where a
-    target is (packed) or from the first labelled position on (padded; the prompts need none)."""
+    wraps the policy's passes of a packed batch (LoRA merged in the passes without gradient). LM logits are computed
+    only where a target is (packed) or from the first labelled position on (padded; the prompts need none). On N
+    processes (``dist``) InfoNCE and the triplet term see the whole global batch (gathered with gradient), CE and KL
+    are this rank's share of the global token means, and the logged components are global
+    (``searchr3.train.distributed``)."""
     if batch.get("packed"):
-        return _compute_loss_packed(model, batch, loss_fn, embed_id, config, reference, timer, merged)
+        return _compute_loss_packed(model, batch, loss_fn, embed_id, config, reference, timer, merged, dist)
     q_ids, q_mask, q_pos = batch["q"]
     labels, kl_labels = batch["labels"], batch["kl_labels"]
     want_logits = config.lambda_ce > 0 or config.lambda_kl > 0
@@ -153,14 +159,31 @@ def compute_loss(model, batch: dict, loss_fn: CompositeLoss, embed_id: int, conf
             ref_hidden = common.hidden_and_logits(ref, q_ids, q_mask, q_pos, False)[0]
             ref_logits = common.lm_logits(ref, ref_hidden[:, start:])
     with common.phase(timer, "loss"):
-        return loss_fn(logits=logits, labels=labels[:, start:] if want_logits else None,
-                       kl_labels=kl_labels[:, start:] if want_logits else None,
-                       reference_logits=ref_logits, queries=q_vec, positives=d_vec[:, 0],
-                       hard_negatives=d_vec[:, 1:] if batch["k"] else None, ignore=batch["ignore"])
+        return _composite(loss_fn, dist, logits=logits, labels=labels[:, start:] if want_logits else None,
+                          kl_labels=kl_labels[:, start:] if want_logits else None, reference_logits=ref_logits,
+                          q_vec=q_vec, d_vec=d_vec, k=batch["k"], ignore=batch["ignore"])
+
+
+def _composite(loss_fn: CompositeLoss, dist: Dist, *, logits, labels, kl_labels, reference_logits, q_vec, d_vec, k: int,
+               ignore):
+    """``loss_fn`` over one batch's tensors (labels shifted: logits row ``i`` predicts label ``i + 1``).
+
+    Scale-out hook (``searchr3.train.distributed``; a no-op on one process): query and document vectors are gathered
+    across ranks with gradient, CE/KL are scaled by this rank's share of the global supervised tokens, and the logged
+    components are the global batch's."""
+    q_vec, d_vec = dist.gather(q_vec), dist.gather(d_vec)
+    tokens = {"ce": int((labels[:, 1:] != IGNORE_INDEX).sum()) if labels is not None else 0,
+              "kl": int((kl_labels[:, 1:] != IGNORE_INDEX).sum()) if reference_logits is not None else 0}
+    shares, total_tokens = dist.token_shares(tokens)
+    out = loss_fn(logits=logits, labels=labels, kl_labels=kl_labels, reference_logits=reference_logits, queries=q_vec,
+                  positives=d_vec[:, 0], hard_negatives=d_vec[:, 1:] if k else None, ignore=ignore, scale=shares)
+    return out if not dist.active else \
+        out._replace(components=dist.global_components(out.components, tokens, total_tokens, loss_fn.weights))
 
 
 def _compute_loss_packed(model, batch: dict, loss_fn: CompositeLoss, embed_id: int, config: SFTConfig,
-                         reference: Reference | None, timer: common.PhaseTimer | None, merged: Reference | None):
+                         reference: Reference | None, timer: common.PhaseTimer | None, merged: Reference | None,
+                         dist: Dist = SINGLE):
     """``compute_loss`` of a packed batch: the same terms over the same tokens, without padding; the LM head runs
     only at the positions that predict a target, the reference only over the rows with a KL target (compact
     tensors, ``common.compact_logits``; reference rows of other positions are zeros that the KL never reads)."""
@@ -183,10 +206,9 @@ def _compute_loss_packed(model, batch: dict, loss_fn: CompositeLoss, embed_id: i
             ref_logits = torch.zeros_like(logits)
             ref_logits[0, batch["ref_rows"]] = common.lm_logits(ref, ref_hidden).to(ref_logits.dtype)
     with common.phase(timer, "loss"):
-        return loss_fn(logits=logits, labels=labels if want_logits else None,
-                       kl_labels=kl_labels if want_logits else None, reference_logits=ref_logits, queries=q_vec,
-                       positives=d_vec[:, 0], hard_negatives=d_vec[:, 1:] if batch["k"] else None,
-                       ignore=batch["ignore"])
+        return _composite(loss_fn, dist, logits=logits, labels=labels if want_logits else None,
+                          kl_labels=kl_labels if want_logits else None, reference_logits=ref_logits, q_vec=q_vec,
+                          d_vec=d_vec, k=batch["k"], ignore=batch["ignore"])
 
 
 def sft_order(n_rows: int, config: SFTConfig, warmup: int, traced: set[int] | None) -> list[list[int]]:
@@ -235,8 +257,10 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
     if not train_rows:
         raise ValueError("no training rows")
     started = time.time()
+    dist = init_distributed()  # scale-out: N processes under accelerate launch / torchrun; else one (no-op)
     trainee = load_trainee(base_dir, model_config, config, max_doc_tokens=config.max_doc_tokens)
     model, embed_id = trainee.model, trainee.embed_id
+    dist.broadcast_parameters(model)  # scale-out
     model.train()
     candidates = traces or []
     warmup = min(config.trace_warmup_steps, config.steps) if candidates else 0
@@ -257,12 +281,12 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
         return sft_order(len(train_rows), config, warmup, {i for i, r in enumerate(train_rows) if r["query_id"] in kept})
 
     order = sft_order(len(train_rows), config, warmup, None) if state["traces"] is None else set_traces(state["traces"])
-    live = common.open_live(live_dir, resume=ckpt is not None)
-    dev_trim = trim_dev(dev, config.dev_max_queries, config.dev_max_docs, config.seed) if dev else None
+    live = common.open_live(live_dir if dist.is_main else None, resume=ckpt is not None)  # scale-out: rank 0 logs
+    dev_trim = trim_dev(dev, config.dev_max_queries, config.dev_max_docs, config.seed) if dev and dist.is_main else None
     if dev_trim is not None and state["step"] == 0 and "base_dev_ndcg@10" not in state:
         state["base_dev_ndcg@10"] = dev_ndcg(trainee, dev_trim)
 
-    bar = common.progress_bar(config.steps, state["step"], progress, "sft")
+    bar = common.progress_bar(config.steps, state["step"], progress and dist.is_main, "sft")
     micro = max(1, config.batch_size // max(1, config.grad_accum))
     for step in range(state["step"], config.steps):
         if state["traces"] is None and step == warmup:  # the warm-up is over: the model being trained picks the traces
@@ -273,12 +297,13 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
         totals: dict[str, float] = {}
         chunks = [rows[i:i + micro] for i in range(0, len(rows), micro)]
         for chunk in chunks:
-            with trainee.autocast():
-                result = compute_loss(model, builder.build(chunk), loss_fn, embed_id, config, trainee.reference,
-                                      merged=trainee.merged)
+            with trainee.autocast():  # scale-out: this rank's share of the (global) micro-batch
+                result = compute_loss(model, builder.build(dist.split(chunk), chunk if dist.active else None), loss_fn,
+                                      embed_id, config, trainee.reference, merged=trainee.merged, dist=dist)
             (result.total / len(chunks)).backward()
-            for k, v in (result.components | {"total": float(result.total.detach())}).items():
+            for k, v in ({"total": float(result.total.detach())} | result.components).items():
                 totals[k] = totals.get(k, 0.0) + v / len(chunks)
+        dist.sync_gradients(trainee.params)  # scale-out: the mean gradient over ranks (one all-reduce)
         grad_norm = trainee.optimizer_step(config.max_grad_norm)
         trainee.scheduler.step()
         state["step"] = step + 1
@@ -294,7 +319,7 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
         if bar:
             bar.set_postfix(loss=f"{totals['total']:.3f}", **({"dev": f"{metrics['dev/ndcg@10']:.3f}"} if "dev/ndcg@10" in metrics else {}))
             bar.update(1)
-        if state["step"] % config.checkpoint_every == 0 or last:
+        if (state["step"] % config.checkpoint_every == 0 or last) and dist.is_main:  # scale-out: written once
             trainee.save(checkpoint_dir, state)
     if bar:
         bar.close()
@@ -306,7 +331,9 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
                "train_rows": len(train_rows), "wall_s": round(time.time() - started, 1),
                "final_loss": state["history"][-1].get("loss/total") if state["history"] else None}
     manifest = {"stage": "sft", "base": str(base_dir), "embed_token_id": embed_id, "sft": summary}
-    trainee.export(out, manifest)
+    if dist.is_main:  # scale-out: rank 0 exports; the others wait for it
+        trainee.export(out, manifest)
     if live is not None:
         live.end()
+    dist.barrier()
     return summary

@@ -61,7 +61,10 @@ class CompositeLoss(nn.Module):
         | hard_negatives   | (B', k, d)  | mined negative document embeddings       |
         | kl_labels        | (B, T)      | tokens the KL term covers (default labels)|
         | ignore           | (B', B'+B'k)| InfoNCE: documents that are not negatives|
+        | scale            | {term: f}   | multiplies a term in ``total`` only      |
         +------------------+-------------+------------------------------------------+
+        ``scale`` (distributed training, :meth:`searchr3.train.distributed.Dist.token_share`): a rank's share
+        of a token mean; ``components`` stay the unscaled values.
         Returns :class:`CompositeOutput` ``(total, components, skipped)``.
 
     Relations:
@@ -117,6 +120,7 @@ class CompositeLoss(nn.Module):
         hard_negatives: Tensor | None = None,
         kl_labels: Tensor | None = None,
         ignore: Tensor | None = None,
+        scale: dict[str, float] | None = None,
     ) -> CompositeOutput:
         kl_labels = labels if kl_labels is None else kl_labels
         values: dict[str, Tensor] = {}
@@ -146,7 +150,8 @@ class CompositeLoss(nn.Module):
         if not values:
             detail = "; ".join(f"{term}: {why}" for term, why in skipped.items())
             raise ValueError(f"no loss term could be computed for this batch ({detail})")
-        total = sum(self.weights[term] * value for term, value in values.items())
+        scale = scale or {}
+        total = sum(self.weights[term] * scale.get(term, 1.0) * value for term, value in values.items())
         components = {term: float(value.detach()) for term, value in values.items()}
         return CompositeOutput(total=total, components=components, skipped=skipped)
 
