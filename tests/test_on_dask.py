@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # bm25, a dense model (direct and with reasoning), and the hybrid: every kind of cell; no embedding cache, so the
 # Dask run recomputes every vector rather than reading the sequential run's
 EVAL = {"evaluate.systems": ["bm25", "base", "base+bm25"], "evaluate.reasoning": ["base"], "evaluate.cache_dir": "",
-        "evaluate.max_queries": 6}
+        "evaluate.max_queries": 6, "evaluate.sets": ["codesearch-test"]}
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_training_flow_evaluates_on_an_existing_cluster_by_address(prefect_serve
         state = pipeline.training_pipeline(profile="tiny", overrides=EVAL, dask_address=cluster.scheduler_address,
                                            return_state=True)
         assert state.is_completed(), state.message
-        assert len(cluster.scheduler_info()["workers"]) == 2
+        assert len(cluster.scheduler_info["workers"]) == 2
     assert json.loads((root / PATHS["metrics"] / "eval.json").read_text()) == sequential
 
 

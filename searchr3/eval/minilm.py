@@ -43,8 +43,11 @@ class MiniLMEncoder:
         self.batch_size = batch_size
         self.max_tokens = max_tokens
         self.doc_cap = max_tokens  # documents cut at this many tokens (the evaluation's stated cap)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
-        self.model = AutoModel.from_pretrained(self.folder).eval()
+        from searchr3.model.loading import LOAD_LOCK
+
+        with LOAD_LOCK:  # from_pretrained is not thread-safe (searchr3.model.loading)
+            self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+            self.model = AutoModel.from_pretrained(self.folder).eval()
         self.settings_key = f"all-MiniLM-L6-v2 mean-pool l2 max_tokens={max_tokens}"
         self._checksum: str | None = None
 

@@ -37,6 +37,7 @@ import torch
 from searchr3.errors import ArtifactError, ConfigError
 from searchr3.model.config import EMBED_TOKEN, IGNORE_INDEX, ModelConfig, Templates
 from searchr3.model.generation import decode
+from searchr3.model.loading import LOAD_LOCK
 from searchr3.model.padding import pad_batch
 from searchr3.model.materialize import verify_model, weights_sha256
 from searchr3.model.packing import last_token_in_segments, pack, packed_attention, supports_packing, token_budget_batches
@@ -192,8 +193,9 @@ class Embedder:
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = resolve_dtype(precision or config.precision, dev)
         verified = verify_model(path)  # before anything is read: a damaged file is exit 4 naming it
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(dev)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        with LOAD_LOCK:  # from_pretrained is not thread-safe (searchr3.model.loading)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(dev)
+            tokenizer = AutoTokenizer.from_pretrained(path)
         embedder = cls(model, tokenizer, config, path)
         if verified is not None:
             embedder.__dict__["checksum"] = verified  # the cached_property, from the files just verified
