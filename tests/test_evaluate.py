@@ -371,6 +371,17 @@ def test_hybrid_needs_a_dense_side():
         evaluate_detailed("bm25", NEWS, hybrid=True)
 
 
+def write_news_set(folder: Path) -> None:
+    """NEWS as a BEIR folder (the layout the data stage writes under data/eval/<set>)."""
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n"
+                                                 for d, t in NEWS.corpus.items()))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n"
+                                                  for q, t in NEWS.queries.items()))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{r}\n" for q, docs in NEWS.qrels.items() for d, r in docs.items()))
+
+
 def test_evaluate_stage_scores_rl_plus_bm25(tmp_path, monkeypatch, tiny_model_dir):
     """The evaluate stage on a tiny set: `rl+bm25` is a system of metrics/eval.json and of reports/eval.md."""
     from searchr3 import stages
@@ -379,14 +390,7 @@ def test_evaluate_stage_scores_rl_plus_bm25(tmp_path, monkeypatch, tiny_model_di
 
     monkeypatch.chdir(tmp_path)
     shutil.copytree(tiny_model_dir, tmp_path / "models" / "rl")
-    folder = tmp_path / "data" / "eval" / "news-test"
-    (folder / "qrels").mkdir(parents=True)
-    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n"
-                                                 for d, t in NEWS.corpus.items()))
-    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n"
-                                                  for q, t in NEWS.queries.items()))
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
-        f"{q}\t{d}\t{r}\n" for q, docs in NEWS.qrels.items() for d, r in docs.items()))
+    write_news_set(tmp_path / "data" / "eval" / "news-test")
     params = {"evaluate": {"systems": ["bm25", "rl", "rl+bm25"], "reasoning": [], "sets": None,
                            "cache_dir": str(tmp_path / "cache")},
               "model": {"precision": "fp32"}}
@@ -402,16 +406,6 @@ def test_evaluate_stage_scores_rl_plus_bm25(tmp_path, monkeypatch, tiny_model_di
     assert json.loads((tmp_path / "metrics" / "eval.json").read_text()) == results
     report = (tmp_path / "reports" / "eval.md").read_text()
     assert render_table(metrics_rows(results)) in report and "| news-test | test  | rl+bm25 |" in report
-
-
-def write_news_set(folder: Path) -> None:
-    (folder / "qrels").mkdir(parents=True)
-    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n"
-                                                 for d, t in NEWS.corpus.items()))
-    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n"
-                                                  for q, t in NEWS.queries.items()))
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
-        f"{q}\t{d}\t{r}\n" for q, docs in NEWS.qrels.items() for d, r in docs.items()))
 
 
 def test_every_dense_system_reads_documents_at_the_same_cap(tmp_path, monkeypatch, tiny_model_dir):
