@@ -79,7 +79,6 @@ def evaluate_detailed(system: str, rs: RetrievalSet, reasoning: bool = False, *,
     by the caller keeps its own setting); BM25 reads whole texts, so BM25 alone reports ``cap`` None.
     """
     config = config or EvaluateConfig()
-    cap = doc_cap or config.doc_caps[0]
     if reasoning and system in BASELINES and encoder is None:
         raise ValueError(f"{system} cannot reason; --reasoning needs a trained model folder")
     if hybrid and system == "bm25" and encoder is None:
@@ -96,7 +95,7 @@ def evaluate_detailed(system: str, rs: RetrievalSet, reasoning: bool = False, *,
         from searchr3.eval.dense import dense_search
 
         if encoder is None:
-            encoder = load_encoder(system, config, model_config, cap)
+            encoder = load_encoder(system, config, model_config, doc_cap)
         cap = getattr(encoder, "doc_cap", None)  # the cut the encoder applies (a caller's encoder keeps its own)
         dense = dense_search(encoder, subset, k=config.top_k, reasoning=reasoning,
                              cache_dir=config.cache_dir, progress=progress)

@@ -42,7 +42,6 @@ class MiniLMEncoder:
         self.folder = Path(folder) if folder else minilm_folder()
         self.batch_size = batch_size
         self.max_tokens = max_tokens
-        self.doc_cap = max_tokens  # documents cut at this many tokens (the evaluation's stated cap)
         from searchr3.model.loading import LOAD_LOCK
 
         with LOAD_LOCK:  # from_pretrained is not thread-safe (searchr3.model.loading)
@@ -50,6 +49,11 @@ class MiniLMEncoder:
             self.model = AutoModel.from_pretrained(self.folder).eval()
         self.settings_key = f"all-MiniLM-L6-v2 mean-pool l2 max_tokens={max_tokens}"
         self._checksum: str | None = None
+
+    @property
+    def doc_cap(self) -> int:
+        """Documents are cut at this many tokens: the evaluation's stated cap (the Embedder has the same property)."""
+        return self.max_tokens
 
     @property
     def checksum(self) -> str:
