@@ -5,7 +5,7 @@ import shlex
 import sys
 from pathlib import Path
 
-BASELINE_CHOICES = "bm25 | minilm | a model folder"
+BASELINE_CHOICES = "bm25 | minilm | a model folder | a delta folder (searchr3 model delta)"
 
 
 def register(subparsers) -> None:
@@ -21,6 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
     p.add_argument("--cap", type=int, default=None,
                    help="cut documents at N tokens for the dense system (default: the first of evaluate.doc_caps)")
+    p.add_argument("--base", default=None,
+                   help="the base model a delta folder is applied to (default: the path its manifest names)")
     p.set_defaults(func=run)
 
 
@@ -55,6 +57,8 @@ def reproduce_command(args) -> str:
         parts += ["--max-queries", str(args.max_queries)]
     if args.cap is not None:
         parts += ["--cap", str(args.cap)]
+    if args.base is not None:
+        parts += ["--base", args.base]
     if args.out is not None:
         parts += ["--out", str(args.out)]
     return shlex.join(parts)
@@ -76,13 +80,18 @@ def run(args) -> int:
     if args.cap is not None and args.cap < 1:
         print("error: --cap must be at least 1", file=sys.stderr)
         return 2
+    if args.base is not None and args.model in BASELINES:
+        print(f"error: --base applies to a delta folder, not {args.model}", file=sys.stderr)
+        return 2
     from searchr3.data.beir import load_beir
+    from searchr3.eval.evaluate import load_encoder
 
     eval_config, model_config, bm25_config = _settings(args)
     rs = load_beir(args.dataset, args.split)
+    encoder = None if args.base is None else load_encoder(args.model, eval_config, model_config, args.cap, base=args.base)
     evaluation = evaluate_detailed(args.model, rs, args.reasoning, split=args.split, max_queries=args.max_queries,
                                    config=eval_config, model_config=model_config, bm25=bm25_config, progress=True,
-                                   hybrid=args.hybrid, doc_cap=args.cap)
+                                   hybrid=args.hybrid, doc_cap=args.cap, encoder=encoder)
     if args.hybrid:
         evaluation.result["system"] += "+bm25"
     print(render_table([evaluation.result]))

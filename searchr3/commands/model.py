@@ -1,5 +1,6 @@
 """``searchr3 model materialize``: the base-model stage. ``searchr3 model card PATH``: a Hugging Face model card.
-``searchr3 model verify PATH...``: check model folders and index snapshots against their sealed manifests."""
+``searchr3 model verify PATH...``: check model folders and index snapshots against their sealed manifests.
+``searchr3 model delta MODEL --base BASE --out DIR``: a trained model as a small difference from its base."""
 from __future__ import annotations
 
 import json
@@ -27,6 +28,12 @@ def register(sub) -> None:
     v = verbs.add_parser("verify", help="check model folders or index snapshots against the sha256 in their manifest")
     v.add_argument("paths", nargs="+", help="model folders (manifest.json + *.safetensors) or index snapshots")
     v.set_defaults(func=_verify)
+    d = verbs.add_parser("delta", help="write a trained model as a small low-rank difference from its base "
+                                       "(a few MB; `searchr3 evaluate --model DIR` rebuilds it on the base)")
+    d.add_argument("path", help="the trained model folder (e.g. models/rl)")
+    d.add_argument("--base", default="models/base", help="the model it was trained from (default: models/base)")
+    d.add_argument("--out", required=True, help="the delta folder to write")
+    d.set_defaults(func=_delta)
 
 
 def _materialize(args) -> int:
@@ -92,4 +99,13 @@ def _verify(args) -> int:
         else:
             files = verify_artifact(path)["files"]
             print(f"{path}: ok ({len(files)} files sha256-verified)")
+    return 0
+
+
+def _delta(args) -> int:
+    from searchr3.model.delta import describe, write_delta
+
+    manifest = write_delta(args.base, args.path, args.out)
+    print(f"wrote {args.out}: {describe(manifest)}")
+    print(f"rescore: searchr3 evaluate --model {args.out} --base {args.base} --dataset DATASET --split test")
     return 0

@@ -42,8 +42,10 @@ def judged_subset(rs: RetrievalSet, max_queries: int | None = None) -> Retrieval
     return RetrievalSet(name=rs.name, corpus=rs.corpus, queries=queries, qrels=qrels, meta=dict(rs.meta))
 
 
-def load_encoder(system: str, config: EvaluateConfig, model_config=None, doc_cap: int | None = None):
-    """``minilm`` or a model folder loaded with ``Embedder.from_pretrained(path, config=model_config)``.
+def load_encoder(system: str, config: EvaluateConfig, model_config=None, doc_cap: int | None = None,
+                 base: str | None = None):
+    """``minilm``, a model folder or a delta folder loaded with ``Embedder.from_pretrained(path, config=model_config)``
+    (a delta on the base its manifest names, or on ``base``).
 
     ``model_config`` is the ``model:`` section (``searchr3.model.config.ModelConfig``): precision,
     batch size, templates, max lengths; None uses its defaults. ``doc_cap`` (default: the first of
@@ -57,13 +59,14 @@ def load_encoder(system: str, config: EvaluateConfig, model_config=None, doc_cap
     path = Path(system)
     if not path.is_dir():
         raise ArtifactError(path, None, "model_not_found",
-                        f"--model must be {' or '.join(BASELINES)} or a model folder")
+                        f"--model must be {' or '.join(BASELINES)}, a model folder or a delta folder")
     from dataclasses import replace
 
     from searchr3.model.config import ModelConfig
     from searchr3.model.embedder import Embedder
 
-    return Embedder.from_pretrained(str(path), config=replace(model_config or ModelConfig(), max_doc_tokens=doc_cap))
+    return Embedder.from_pretrained(str(path), config=replace(model_config or ModelConfig(), max_doc_tokens=doc_cap),
+                                    base=base)
 
 
 def evaluate_detailed(system: str, rs: RetrievalSet, reasoning: bool = False, *, split: str | None = None,

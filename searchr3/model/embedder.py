@@ -183,8 +183,12 @@ class Embedder:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | Path, config: ModelConfig | None = None, precision: str | None = None,
-                        device: str | None = None, **overrides) -> "Embedder":
+                        device: str | None = None, base: str | Path | None = None, **overrides) -> "Embedder":
+        """A model folder, or a delta folder (``searchr3.model.delta``: rebuilt on the base its manifest names,
+        or on ``base``)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from searchr3.model.delta import is_delta, load_delta
 
         config = config or ModelConfig()
         for k, v in overrides.items():
@@ -192,6 +196,11 @@ class Embedder:
                 setattr(config, k, v)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = resolve_dtype(precision or config.precision, dev)
+        if is_delta(path):
+            model, tokenizer, checksum = load_delta(path, base, dtype=dtype, device=dev)
+            embedder = cls(model, tokenizer, config, path)
+            embedder.__dict__["checksum"] = checksum
+            return embedder
         verified = verify_model(path)  # before anything is read: a damaged file is exit 4 naming it
         with LOAD_LOCK:  # from_pretrained is not thread-safe (searchr3.model.loading)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(dev)
