@@ -49,6 +49,7 @@ import random
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -284,7 +285,7 @@ class DriftRun:
     ``searchr3.train.sft`` (``compute_loss`` with ``doc_grad``) at a learning rate high enough that document
     vectors move, and four copies of the index refreshed four ways after every step."""
 
-    ARMS = ("selective", "random", "full", "none")
+    ARMS = ("selective", "aligned", "random", "full", "none")
 
     def __init__(self, args):
         from searchr3.data.build import load_train_with_corpus
@@ -321,6 +322,7 @@ class DriftRun:
         self.refresh_cfg = RefreshConfig(budget_per_step=budget, graph_k=8, neighbours_per_doc=2,
                                          full_refresh_every=full_every, probe_every=0, probe_size=len(self.probe),
                                          topk_stale=10)
+        self.align = args.align
         self.rng = random.Random(args.seed + 1)
 
     def encode_docs(self, texts: list[str]) -> np.ndarray:
@@ -355,8 +357,10 @@ class DriftRun:
             arms[arm] = DocumentIndex(kind="flat", encode_batch=64)
             arms[arm].build_from_vectors(ids, start, version=0, texts=dict(zip(ids, texts)))
         policy = RefreshPolicy(arms["selective"], self.refresh_cfg)
+        aligned = RefreshPolicy(arms["aligned"], replace(self.refresh_cfg, align_stale=self.align))
         print(f"{len(ids)} documents encoded once at version 0 in {build_s:.1f}s ({build_s / len(ids) * 1000:.0f} ms/doc)\n")
-        header = (f"{'step':>4} {'loss':>6} | {'sel docs':>8} {'sel fid':>7} {'next fid':>8} | {'rand docs':>9} {'rand fid':>8} | "
+        header = (f"{'step':>4} {'loss':>6} | {'sel docs':>8} {'sel fid':>7} {'next fid':>8} | {'aln docs':>8} {'aln fid':>7} "
+                  f"{'next fid':>8} | {'rand docs':>9} {'rand fid':>8} | "
                   f"{'full docs':>9} {'full s':>6} | {'none fid':>8} {'none next':>9}")
         print(header + "\n" + "-" * len(header), flush=True)
         rows = []
@@ -366,6 +370,7 @@ class DriftRun:
             upcoming = [self.rows[i] for i in self.order[step + 1]]
             next_q = self.encode_queries([r["query"] for r in upcoming])
             _, topk = arms["selective"].search(next_q, self.refresh_cfg.topk_stale)
+            _, topk_aligned = arms["aligned"].search(next_q, self.refresh_cfg.topk_stale)
             used = list(dict.fromkeys(d for r in upcoming for d in used_doc_ids(r, 1) if d in arms["selective"].int_of))
 
             def counting(arm):
@@ -377,6 +382,9 @@ class DriftRun:
             before = counter["selective"]
             stats = policy.step(step, counting("selective"), used, topk, version)
             sel_docs = counter["selective"] - before
+            before = counter["aligned"]
+            aligned.step(step, counting("aligned"), used, topk_aligned, version)
+            aln_docs = counter["aligned"] - before
             stale = [d for d, v in zip(arms["random"].doc_ids, arms["random"].versions) if v < version]
             refresh(arms["random"], self.rng.sample(stale, min(sel_docs, len(stale))), counting("random"), version)
             t = time.perf_counter()
@@ -386,13 +394,15 @@ class DriftRun:
             fresh = arms["full"].vectors(ids)
             probe = self.encode_queries(self.probe)
             fid = {arm: fidelity(arms[arm], fresh, probe, k=10) for arm in self.ARMS}
-            nxt = {arm: fidelity(arms[arm], fresh, next_q, k=10) for arm in ("selective", "none")}
-            row = {"step": version, "loss": loss, "sel_docs": sel_docs, "rand_docs": counter["random"] - sum(
+            nxt = {arm: fidelity(arms[arm], fresh, next_q, k=10) for arm in ("selective", "aligned", "none")}
+            row = {"step": version, "loss": loss, "sel_docs": sel_docs, "aln_docs": aln_docs,
+                   "rand_docs": counter["random"] - sum(
                 r["rand_docs"] for r in rows), "full_docs": full_docs, "full_s": full_s,
                 "lag_mean": stats["staleness_mean"]} | {f"{a}_fid": fid[a] for a in self.ARMS} | {
-                "sel_next_fid": nxt["selective"], "none_next_fid": nxt["none"]}
+                "sel_next_fid": nxt["selective"], "aln_next_fid": nxt["aligned"], "none_next_fid": nxt["none"]}
             rows.append(row)
             print(f"{version:>4} {loss:>6.3f} | {sel_docs:>8} {fid['selective']:>7.3f} {nxt['selective']:>8.3f} | "
+                  f"{aln_docs:>8} {fid['aligned']:>7.3f} {nxt['aligned']:>8.3f} | "
                   f"{row['rand_docs']:>9} {fid['random']:>8.3f} | {full_docs:>9} {full_s:>6.1f} | {fid['none']:>8.3f} "
                   f"{nxt['none']:>9.3f}", flush=True)
         return {"rows": rows, "docs": len(ids)}
@@ -413,23 +423,28 @@ def run_drift(args) -> int:
     print(f"selective: before step s scores, the positives and negatives of step s's rows (known from batch_order), their "
           f"graph neighbours (neighbours_per_doc={r.neighbours_per_doc}) and stale docs in those queries' top-"
           f"{r.topk_stale}, at most {r.budget_per_step}/step, + a rotating slice (T={r.full_refresh_every})")
+    print(f"aligned: selective, then every stale vector moved by the linear correction fitted on the documents just "
+          f"re-encoded (ridge {args.align}; refresh.align_stale)")
     print(f"random: the same number of stale documents per step, drawn at random; full: every document; none: version 0")
     print(f"fidelity: top-10 overlap with the fresh index on {len(run.probe)} held-out probe queries (no step trains on "
           "them); next fid: the same for the queries the next step scores")
     print("command: python benchmarks/index_refresh.py " + " ".join(sys.argv[1:]))
     out = run.run()
     rows = out["rows"]
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in ("selective_fid", "random_fid", "full_fid", "none_fid",
-                                                              "sel_next_fid", "none_next_fid")}
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in ("selective_fid", "aligned_fid", "random_fid", "full_fid",
+                                                              "none_fid", "sel_next_fid", "aln_next_fid", "none_next_fid")}
     last = rows[-1]
     sel, full = sum(r["sel_docs"] for r in rows), sum(r["full_docs"] for r in rows)
     print()
     print(f"mean top-10 fidelity over {len(rows)} steps (held-out probes): selective {mean['selective_fid']:.3f}  "
-          f"random {mean['random_fid']:.3f}  full {mean['full_fid']:.3f}  none {mean['none_fid']:.3f}")
-    print(f"at the last step: selective {last['selective_fid']:.3f}  random {last['random_fid']:.3f}  "
-          f"none {last['none_fid']:.3f}")
-    print(f"next step's queries (what the reward reads): selective {mean['sel_next_fid']:.3f}  none {mean['none_next_fid']:.3f}")
-    print(f"documents encoded: selective {sel}  random {sum(r['rand_docs'] for r in rows)}  full {full}")
+          f"aligned {mean['aligned_fid']:.3f}  random {mean['random_fid']:.3f}  full {mean['full_fid']:.3f}  "
+          f"none {mean['none_fid']:.3f}")
+    print(f"at the last step: selective {last['selective_fid']:.3f}  aligned {last['aligned_fid']:.3f}  "
+          f"random {last['random_fid']:.3f}  none {last['none_fid']:.3f}")
+    print(f"next step's queries (what the reward reads): selective {mean['sel_next_fid']:.3f}  "
+          f"aligned {mean['aln_next_fid']:.3f}  none {mean['none_next_fid']:.3f}")
+    print(f"documents encoded: selective {sel}  aligned {sum(r['aln_docs'] for r in rows)}  "
+          f"random {sum(r['rand_docs'] for r in rows)}  full {full}")
     if args.json:
         write_json_atomic(args.json, {"steps": rows, "mean": mean, "ratio": sel / full})
     print(f"ratio: {sel / full:.2f} selective: {last['selective_fid']:.3f} none: {last['none_fid']:.3f}")
@@ -464,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     dr.add_argument("--drift", action="store_true", help="real training steps drift the documents; arms side by side")
     dr.add_argument("--lr", type=float, default=1e-3, help="--drift: learning rate (high, so documents move)")
     dr.add_argument("--doc-tokens", type=int, default=128, help="--drift: document length cap")
+    dr.add_argument("--align", type=float, default=1.0,
+                    help="--drift: the aligned arm's ridge (index.refresh.align_stale): selective + stale vectors "
+                         "moved by the correction the refreshed documents teach")
     args = ap.parse_args(argv)
     if args.rl:
         return run_rl(args)

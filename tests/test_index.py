@@ -208,6 +208,40 @@ def test_step_refreshes_the_used_docs_and_probes_fidelity():
     assert policy.step(3, enc.at(3), [], [], current_version=3, probe_query_vectors=queries)["fidelity"] is None
 
 
+def test_align_stale_carries_a_shared_drift_to_the_vectors_not_re_encoded():
+    """When the whole space moves by one linear map, the documents re-encoded this step teach it to the rest: every
+    stale vector gets closer to its fresh encoding, keeps its version, and stays unit-norm."""
+    rng = np.random.default_rng(3)
+    base = _normalise(rng.normal(size=(N, DIM)))
+    turn = np.eye(DIM) + 0.6 * rng.normal(size=(DIM, DIM)) / np.sqrt(DIM)  # the policy update, shared by every document
+    fresh = _normalise(base @ turn)
+    texts = {f"d{i}": str(i) for i in range(N)}
+
+    def encode(batch):
+        return fresh[[int(t) for t in batch]]
+
+    def closeness(index):  # mean cosine of the stored vectors to the fresh ones, over the stale documents
+        stale = [d for d, v in zip(index.doc_ids, index.versions) if v == 0]
+        return float(np.mean(np.sum(index.vectors(stale) * fresh[[int(d[1:]) for d in stale]], axis=1))), stale
+
+    runs = {}
+    for ridge in (0.0, 0.1):
+        index = DocumentIndex()
+        index.build_from_vectors(list(texts), base, version=0, texts=texts)
+        policy = RefreshPolicy(index, RefreshConfig(budget_per_step=3 * DIM, graph_k=2, neighbours_per_doc=0,
+                                                    full_refresh_every=0, probe_every=0, align_stale=ridge))
+        stats = policy.step(0, encode, [f"d{i}" for i in range(3 * DIM)], [], current_version=1)
+        runs[ridge] = (closeness(index), stats, index)
+    (plain, stale), plain_stats, _ = runs[0.0]
+    (aligned, stale_aligned), stats, index = runs[0.1]
+    assert stale == stale_aligned and len(stale) == N - 3 * DIM
+    assert stats["aligned"] == len(stale) and plain_stats["aligned"] == 0
+    assert plain < 0.9 and aligned > 0.99  # the shared map is learned from 48 pairs and applied to 152 others
+    assert set(index.version_of(stale).tolist()) == {0}
+    assert np.allclose(np.linalg.norm(index.vectors(stale), axis=1), 1, atol=1e-5)
+    assert np.array_equal(index.vectors(["d0"]), fresh[[0]])  # re-encoded documents keep their fresh vectors
+
+
 def test_policy_rejects_inconsistent_config():
     index, _ = _built()
     with pytest.raises(ValueError, match="neighbours_per_doc"):

@@ -78,7 +78,7 @@ def test_each_arm_is_the_index_it_claims_to_be(tiny_model_dir, tmp_path, grpo_to
         assert all(r["sel_fid"] == 1.0 for r in measured)
 
 
-def test_drift_mode_runs_the_four_arms_on_real_training_and_ends_with_the_ratio_line(
+def test_drift_mode_runs_the_five_arms_on_real_training_and_ends_with_the_ratio_line(
         tiny_model_dir, tmp_path, capsys, monkeypatch, grpo_toy):
     import searchr3.data.build as build
 
@@ -98,5 +98,6 @@ def test_drift_mode_runs_the_four_arms_on_real_training_and_ends_with_the_ratio_
     for s in steps:
         assert s["full_fid"] == 1.0 and s["full_docs"] == 30
         assert 0 < s["sel_docs"] <= 3 and s["rand_docs"] == s["sel_docs"]  # random arm: the same budget
+        assert 0 < s["aln_docs"] <= 3  # aligned: the selective budget, on its own index
     assert steps[-1]["none_fid"] < 1.0  # real training moved the documents
     assert result["ratio"] == sum(s["sel_docs"] for s in steps) / 90

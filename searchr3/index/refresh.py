@@ -14,6 +14,10 @@ in that order, at most ``budget_per_step`` in all; then, outside that budget,
    vector is therefore at most ``T`` versions old, and the per-step cost is flat (no spike of N
    encodes every T steps). The kNN graph is rebuilt at the end of each cycle, ``(s + 1) % T == 0``.
 
+With ``align_stale`` > 0, the documents just re-encoded also teach the index how the space moved: the linear
+correction that best takes their stored vectors to their fresh ones (``align_stale``) is applied to every vector
+still stale, which keeps its version (it is an estimate in the current space, not an encoding by it).
+
 A document whose vector was already encoded by the current version is never re-encoded, so the
 counts returned are the real encoder calls. Fidelity (``fidelity``) compares top-k results of the
 live index with those of an index holding freshly encoded vectors for every document; it costs a
@@ -78,6 +82,31 @@ def refresh(index: DocumentIndex, doc_ids: Sequence[str], encode_fn: EncodeFn, v
     vectors = encode_in_batches(encode_fn, _texts_of(index, doc_ids), index.encode_batch, progress, desc="refresh")
     index.update(doc_ids, vectors, version)
     return len(doc_ids)
+
+
+def align_stale(index: DocumentIndex, before: np.ndarray, after: np.ndarray, current_version: int,
+                ridge: float) -> int:
+    """Move every stale vector of ``index`` by the correction fitted on documents just re-encoded; returns the count.
+
+    ``before`` / ``after``: (n, d) stored and fresh vectors of the same n documents. The correction is
+    ``v -> normalise(v + v @ D)`` with ``D = (XᵀX + ridge·I)⁻¹ Xᵀ(Y - X)`` (ridge regression of the change on the old
+    vector, shrunk toward no change: with n << d pairs it moves only the directions the pairs span). Stale vectors
+    keep their versions, so the rotation and staleness figures still count them as not re-encoded.
+    """
+    x = np.asarray(before, dtype=np.float64)
+    y = np.asarray(after, dtype=np.float64)
+    if len(x) == 0 or ridge <= 0:
+        return 0
+    stale = np.flatnonzero(index.versions < int(current_version))
+    if len(stale) == 0:
+        return 0
+    d = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ (y - x))
+    doc_ids = [index.doc_ids[i] for i in stale]
+    old = index.vectors(doc_ids).astype(np.float64)
+    moved = old + old @ d
+    moved /= np.maximum(np.linalg.norm(moved, axis=1, keepdims=True), 1e-12)
+    index.update(doc_ids, moved.astype(np.float32), index.versions[stale].copy())
+    return len(stale)
 
 
 def fidelity(index: DocumentIndex, fresh: np.ndarray | EncodeFn, probe_query_vectors: np.ndarray, k: int = 10) -> float:
@@ -165,18 +194,22 @@ class RefreshPolicy:
              probe_query_vectors: np.ndarray | None = None, fresh: np.ndarray | EncodeFn | None = None) -> dict:
         """Select, re-encode and update; rebuild the graph at the end of a cycle; probe fidelity when due.
 
-        Returns ``{"step", "refreshed", "used", "neighbours", "topk_stale", "rotation", "staleness_mean",
+        Returns ``{"step", "refreshed", "used", "neighbours", "topk_stale", "rotation", "aligned", "staleness_mean",
         "staleness_max", "graph_rebuilt", "fidelity"}`` (fidelity is None when not probed this step).
         ``fresh`` overrides ``encode_fn`` for the probe (e.g. vectors a caller already has).
         """
         cfg = self.config
         plan = self.plan(step, used_doc_ids, topk_doc_ids, current_version)
+        before = self.index.vectors(plan.doc_ids) if cfg.align_stale > 0 and plan.doc_ids else None
         refreshed = refresh(self.index, plan.doc_ids, encode_fn, current_version)
+        aligned = 0
+        if before is not None:
+            aligned = align_stale(self.index, before, self.index.vectors(plan.doc_ids), current_version, cfg.align_stale)
         graph_rebuilt = cfg.full_refresh_every > 0 and (step + 1) % cfg.full_refresh_every == 0
         if graph_rebuilt:
             self.graph = build_knn_graph(self.index, cfg.graph_k, progress=self.progress)
         stale = self.index.staleness(current_version)
-        stats = {"step": step, "refreshed": refreshed, **plan.reasons, "staleness_mean": stale["mean_lag"],
+        stats = {"step": step, "refreshed": refreshed, **plan.reasons, "aligned": aligned, "staleness_mean": stale["mean_lag"],
                  "staleness_max": stale["max_lag"], "graph_rebuilt": graph_rebuilt, "fidelity": None}
         if probe_query_vectors is not None and cfg.probe_every > 0 and step % cfg.probe_every == 0:
             probe = np.asarray(probe_query_vectors, dtype=np.float32)[:cfg.probe_size]
@@ -212,5 +245,7 @@ def _check_config(cfg: RefreshConfig) -> None:
         problems.append(f"probe_size must be >= 1, got {cfg.probe_size}")
     if cfg.neighbours_per_doc > cfg.graph_k:
         problems.append(f"neighbours_per_doc ({cfg.neighbours_per_doc}) must be <= graph_k ({cfg.graph_k})")
+    if cfg.align_stale < 0:
+        problems.append(f"align_stale must be >= 0, got {cfg.align_stale}")
     if problems:
         raise ValueError("index.refresh: " + "; ".join(problems))

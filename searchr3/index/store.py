@@ -133,9 +133,10 @@ class DocumentIndex:
         self.texts = dict(texts or {})
         self.update(doc_ids, vectors, version)
 
-    def update(self, doc_ids: Sequence[str], vectors: np.ndarray, version: int,
+    def update(self, doc_ids: Sequence[str], vectors: np.ndarray, version: int | np.ndarray,
                texts: dict[str, str] | None = None) -> None:
-        """Replace the vectors of ``doc_ids`` (remove_ids + add_with_ids; labels kept) and stamp them.
+        """Replace the vectors of ``doc_ids`` (remove_ids + add_with_ids; labels kept) and stamp them with
+        ``version`` (one for all, or one per document).
 
         Unknown doc ids are added with fresh labels; pass their ``texts`` if they will be re-encoded later.
         """
@@ -162,7 +163,7 @@ class DocumentIndex:
         self.int_of.update(new_labels)
         self.doc_ids.extend(new_ids)
         self.versions = np.concatenate([self.versions, np.zeros(len(new_ids), np.int64)])
-        self.versions[labels] = int(version)
+        self.versions[labels] = np.asarray(version, dtype=np.int64)
         if texts:
             self.texts.update(texts)
 
