@@ -322,7 +322,6 @@ class DriftRun:
         self.refresh_cfg = RefreshConfig(budget_per_step=budget, graph_k=8, neighbours_per_doc=2,
                                          full_refresh_every=full_every, probe_every=0, probe_size=len(self.probe),
                                          topk_stale=10)
-        self.align = args.align
         self.rng = random.Random(args.seed + 1)
 
     def encode_docs(self, texts: list[str]) -> np.ndarray:
@@ -357,7 +356,7 @@ class DriftRun:
             arms[arm] = DocumentIndex(kind="flat", encode_batch=64)
             arms[arm].build_from_vectors(ids, start, version=0, texts=dict(zip(ids, texts)))
         policy = RefreshPolicy(arms["selective"], self.refresh_cfg)
-        aligned = RefreshPolicy(arms["aligned"], replace(self.refresh_cfg, align_stale=self.align))
+        aligned = RefreshPolicy(arms["aligned"], replace(self.refresh_cfg, align_stale=True))
         print(f"{len(ids)} documents encoded once at version 0 in {build_s:.1f}s ({build_s / len(ids) * 1000:.0f} ms/doc)\n")
         header = (f"{'step':>4} {'loss':>6} | {'sel docs':>8} {'sel fid':>7} {'next fid':>8} | {'aln docs':>8} {'aln fid':>7} "
                   f"{'next fid':>8} | {'rand docs':>9} {'rand fid':>8} | "
@@ -424,7 +423,7 @@ def run_drift(args) -> int:
           f"graph neighbours (neighbours_per_doc={r.neighbours_per_doc}) and stale docs in those queries' top-"
           f"{r.topk_stale}, at most {r.budget_per_step}/step, + a rotating slice (T={r.full_refresh_every})")
     print(f"aligned: selective, then every stale vector moved by the linear correction fitted on the documents just "
-          f"re-encoded (ridge {args.align}; refresh.align_stale)")
+          f"re-encoded (ridge chosen by leave-one-out; index.refresh.align_stale)")
     print(f"random: the same number of stale documents per step, drawn at random; full: every document; none: version 0")
     print(f"fidelity: top-10 overlap with the fresh index on {len(run.probe)} held-out probe queries (no step trains on "
           "them); next fid: the same for the queries the next step scores")
@@ -479,9 +478,6 @@ def main(argv: list[str] | None = None) -> int:
     dr.add_argument("--drift", action="store_true", help="real training steps drift the documents; arms side by side")
     dr.add_argument("--lr", type=float, default=1e-3, help="--drift: learning rate (high, so documents move)")
     dr.add_argument("--doc-tokens", type=int, default=128, help="--drift: document length cap")
-    dr.add_argument("--align", type=float, default=1.0,
-                    help="--drift: the aligned arm's ridge (index.refresh.align_stale): selective + stale vectors "
-                         "moved by the correction the refreshed documents teach")
     args = ap.parse_args(argv)
     if args.rl:
         return run_rl(args)

@@ -225,21 +225,34 @@ def test_align_stale_carries_a_shared_drift_to_the_vectors_not_re_encoded():
         return float(np.mean(np.sum(index.vectors(stale) * fresh[[int(d[1:]) for d in stale]], axis=1))), stale
 
     runs = {}
-    for ridge in (0.0, 0.1):
+    for align in (False, True):
         index = DocumentIndex()
         index.build_from_vectors(list(texts), base, version=0, texts=texts)
         policy = RefreshPolicy(index, RefreshConfig(budget_per_step=3 * DIM, graph_k=2, neighbours_per_doc=0,
-                                                    full_refresh_every=0, probe_every=0, align_stale=ridge))
+                                                    full_refresh_every=0, probe_every=0, align_stale=align))
         stats = policy.step(0, encode, [f"d{i}" for i in range(3 * DIM)], [], current_version=1)
-        runs[ridge] = (closeness(index), stats, index)
-    (plain, stale), plain_stats, _ = runs[0.0]
-    (aligned, stale_aligned), stats, index = runs[0.1]
+        runs[align] = (closeness(index), stats, index)
+    (plain, stale), plain_stats, _ = runs[False]
+    (aligned, stale_aligned), stats, index = runs[True]
     assert stale == stale_aligned and len(stale) == N - 3 * DIM
     assert stats["aligned"] == len(stale) and plain_stats["aligned"] == 0
     assert plain < 0.9 and aligned > 0.99  # the shared map is learned from 48 pairs and applied to 152 others
     assert set(index.version_of(stale).tolist()) == {0}
     assert np.allclose(np.linalg.norm(index.vectors(stale), axis=1), 1, atol=1e-5)
     assert np.array_equal(index.vectors(["d0"]), fresh[[0]])  # re-encoded documents keep their fresh vectors
+
+
+def test_the_correction_is_skipped_when_it_would_not_predict_a_left_out_document():
+    """Pairs whose change is noise unrelated to the old vectors teach nothing: no λ beats leaving them alone."""
+    from searchr3.index.refresh import fit_correction
+
+    rng = np.random.default_rng(4)
+    before = _normalise(rng.normal(size=(40, DIM)))
+    d, ridge, loo = fit_correction(before, _normalise(rng.normal(size=(40, DIM))))
+    assert d is None and ridge is None and loo == 1.0
+    turn = np.eye(DIM) + 0.3 * rng.normal(size=(DIM, DIM)) / np.sqrt(DIM)
+    d, ridge, loo = fit_correction(before, _normalise(before @ turn))
+    assert d is not None and d.shape == (DIM, DIM) and loo < 0.1
 
 
 def test_policy_rejects_inconsistent_config():

@@ -23,9 +23,8 @@ class RefreshConfig:
     probe_every: int = 6  # M: measure fidelity every M steps (costs a full re-encode; measurement only); 0 = never
     probe_size: int = 32  # probe queries used for fidelity
     topk_stale: int = 10  # how deep into each current query's results to look for stale vectors
-    align_stale: float = 0.0  # > 0: after each refresh, move every stale vector through the linear correction that
-    #                           takes the refreshed documents' old vectors to their new ones (ridge toward identity
-    #                           with this strength; refresh.align_stale); 0 = off
+    align_stale: bool = False  # after each refresh, move every stale vector through the linear correction that takes
+    #                            the re-encoded documents' old vectors to their new ones (refresh.fit_correction)
 
 
 @dataclass

@@ -14,9 +14,10 @@ in that order, at most ``budget_per_step`` in all; then, outside that budget,
    vector is therefore at most ``T`` versions old, and the per-step cost is flat (no spike of N
    encodes every T steps). The kNN graph is rebuilt at the end of each cycle, ``(s + 1) % T == 0``.
 
-With ``align_stale`` > 0, the documents just re-encoded also teach the index how the space moved: the linear
-correction that best takes their stored vectors to their fresh ones (``align_stale``) is applied to every vector
-still stale, which keeps its version (it is an estimate in the current space, not an encoding by it).
+With ``align_stale``, the documents just re-encoded also teach the index how the space moved: the linear
+correction that best takes their stored vectors to their fresh ones (``fit_correction``: ridge, its strength chosen
+by leave-one-out on those pairs, none when it would not help) is applied to every vector still stale, which keeps
+its version (it is an estimate in the current space, not an encoding by it).
 
 A document whose vector was already encoded by the current version is never re-encoded, so the
 counts returned are the real encoder calls. Fidelity (``fidelity``) compares top-k results of the
@@ -84,29 +85,67 @@ def refresh(index: DocumentIndex, doc_ids: Sequence[str], encode_fn: EncodeFn, v
     return len(doc_ids)
 
 
-def align_stale(index: DocumentIndex, before: np.ndarray, after: np.ndarray, current_version: int,
-                ridge: float) -> int:
-    """Move every stale vector of ``index`` by the correction fitted on documents just re-encoded; returns the count.
+RIDGES = tuple(10.0 ** np.arange(-3, 3.5, 0.5))  # the strengths the leave-one-out choice tries
+MIN_GAIN = 0.9  # apply a correction only if it leaves at most this fraction of no correction's cosine distance
 
-    ``before`` / ``after``: (n, d) stored and fresh vectors of the same n documents. The correction is
-    ``v -> normalise(v + v @ D)`` with ``D = (XᵀX + ridge·I)⁻¹ Xᵀ(Y - X)`` (ridge regression of the change on the old
-    vector, shrunk toward no change: with n << d pairs it moves only the directions the pairs span). Stale vectors
-    keep their versions, so the rotation and staleness figures still count them as not re-encoded.
+
+def fit_correction(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray | None, float | None, float]:
+    """The linear correction ``v -> v + v @ D`` that takes ``before`` rows toward ``after`` rows, or None.
+
+    Ridge regression of the change ``after - before`` on ``before``, shrunk toward no change:
+    ``D = Xᵀ(XXᵀ + λI)⁻¹(Y - X)`` (kernel form: n pairs << d dimensions, so it moves only the directions the pairs
+    span). λ is chosen from ``RIDGES`` by leave-one-out on the pairs themselves (closed form for ridge), scored as
+    the index uses the result: the cosine distance of each left-out pair's normalised prediction to its fresh
+    vector. When no λ gets within ``MIN_GAIN`` of no correction's distance the answer is None. Returns (D, λ, the
+    chosen leave-one-out distance relative to no correction's; 1.0 when none).
     """
     x = np.asarray(before, dtype=np.float64)
     y = np.asarray(after, dtype=np.float64)
-    if len(x) == 0 or ridge <= 0:
-        return 0
+    change = y - x
+    if len(x) < 2:
+        return None, None, 1.0
+    eig, basis = np.linalg.eigh(x @ x.T)
+    eig = np.clip(eig, 0.0, None)
+    rotated = basis.T @ change
+    baseline = float(np.mean(1.0 - _cosine(x, y)))
+    if baseline <= 1e-12:
+        return None, None, 1.0
+    best, best_distance = None, MIN_GAIN * baseline
+    for ridge in RIDGES:
+        shrink = eig / (eig + ridge)
+        hat_diag = np.sum(basis ** 2 * shrink, axis=1)
+        residual = change - basis @ (shrink[:, None] * rotated)
+        left_out = residual / np.maximum(1.0 - hat_diag, 1e-9)[:, None]  # y_i minus its prediction without pair i
+        distance = float(np.mean(1.0 - _cosine(y - left_out, y)))
+        if distance < best_distance:
+            best, best_distance = float(ridge), distance
+    if best is None:
+        return None, None, 1.0
+    d = x.T @ (basis @ (rotated / (eig + best)[:, None]))
+    return d, best, best_distance / baseline
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+
+
+def align_stale(index: DocumentIndex, before: np.ndarray, after: np.ndarray, current_version: int) -> dict:
+    """Move every stale vector of ``index`` by the correction (``fit_correction``) fitted on documents just
+    re-encoded: ``before`` / ``after`` are their stored and fresh vectors. Moved vectors are normalised and keep
+    their versions (the rotation and staleness figures still count them as not re-encoded).
+
+    Returns ``{"aligned": how many moved, "align_ridge": λ or None, "align_loo": leave-one-out cosine distance
+    relative to no correction's (1.0 when none was applied)}``."""
+    d, ridge, loo = fit_correction(before, after)
     stale = np.flatnonzero(index.versions < int(current_version))
-    if len(stale) == 0:
-        return 0
-    d = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ (y - x))
+    if d is None or len(stale) == 0:
+        return {"aligned": 0, "align_ridge": ridge, "align_loo": loo}
     doc_ids = [index.doc_ids[i] for i in stale]
     old = index.vectors(doc_ids).astype(np.float64)
     moved = old + old @ d
     moved /= np.maximum(np.linalg.norm(moved, axis=1, keepdims=True), 1e-12)
     index.update(doc_ids, moved.astype(np.float32), index.versions[stale].copy())
-    return len(stale)
+    return {"aligned": len(stale), "align_ridge": ridge, "align_loo": loo}
 
 
 def fidelity(index: DocumentIndex, fresh: np.ndarray | EncodeFn, probe_query_vectors: np.ndarray, k: int = 10) -> float:
@@ -194,22 +233,22 @@ class RefreshPolicy:
              probe_query_vectors: np.ndarray | None = None, fresh: np.ndarray | EncodeFn | None = None) -> dict:
         """Select, re-encode and update; rebuild the graph at the end of a cycle; probe fidelity when due.
 
-        Returns ``{"step", "refreshed", "used", "neighbours", "topk_stale", "rotation", "aligned", "staleness_mean",
+        Returns ``{"step", "refreshed", "used", "neighbours", "topk_stale", "rotation", "aligned", "align_ridge", "align_loo", "staleness_mean",
         "staleness_max", "graph_rebuilt", "fidelity"}`` (fidelity is None when not probed this step).
         ``fresh`` overrides ``encode_fn`` for the probe (e.g. vectors a caller already has).
         """
         cfg = self.config
         plan = self.plan(step, used_doc_ids, topk_doc_ids, current_version)
-        before = self.index.vectors(plan.doc_ids) if cfg.align_stale > 0 and plan.doc_ids else None
+        before = self.index.vectors(plan.doc_ids) if cfg.align_stale and plan.doc_ids else None
         refreshed = refresh(self.index, plan.doc_ids, encode_fn, current_version)
-        aligned = 0
+        aligned = {"aligned": 0, "align_ridge": None, "align_loo": 1.0}
         if before is not None:
-            aligned = align_stale(self.index, before, self.index.vectors(plan.doc_ids), current_version, cfg.align_stale)
+            aligned = align_stale(self.index, before, self.index.vectors(plan.doc_ids), current_version)
         graph_rebuilt = cfg.full_refresh_every > 0 and (step + 1) % cfg.full_refresh_every == 0
         if graph_rebuilt:
             self.graph = build_knn_graph(self.index, cfg.graph_k, progress=self.progress)
         stale = self.index.staleness(current_version)
-        stats = {"step": step, "refreshed": refreshed, **plan.reasons, "aligned": aligned, "staleness_mean": stale["mean_lag"],
+        stats = {"step": step, "refreshed": refreshed, **plan.reasons, **aligned, "staleness_mean": stale["mean_lag"],
                  "staleness_max": stale["max_lag"], "graph_rebuilt": graph_rebuilt, "fidelity": None}
         if probe_query_vectors is not None and cfg.probe_every > 0 and step % cfg.probe_every == 0:
             probe = np.asarray(probe_query_vectors, dtype=np.float32)[:cfg.probe_size]
@@ -245,7 +284,5 @@ def _check_config(cfg: RefreshConfig) -> None:
         problems.append(f"probe_size must be >= 1, got {cfg.probe_size}")
     if cfg.neighbours_per_doc > cfg.graph_k:
         problems.append(f"neighbours_per_doc ({cfg.neighbours_per_doc}) must be <= graph_k ({cfg.graph_k})")
-    if cfg.align_stale < 0:
-        problems.append(f"align_stale must be >= 0, got {cfg.align_stale}")
     if problems:
         raise ValueError("index.refresh: " + "; ".join(problems))
