@@ -3,6 +3,7 @@ scores, which one gates promotion (and is indexed for search), and scoring every
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,10 +115,12 @@ def run_job(job: EvalJob, config: EvaluateConfig, *, model_config=None, bm25: Bm
     """Score one (set, system) cell; a pure function of its arguments and the files they name (a Dask task).
     ``rs``: the set, already loaded (else read from ``job.set_dir``)."""
     log.info("evaluating %s on %s", job.name, job.set_name)
+    started = time.perf_counter()
     rs = rs if rs is not None else load_eval_set(Path(job.set_dir))
     ev = evaluate_detailed(job.target, rs, job.reasoning, max_queries=config.max_queries,
                            config=config, model_config=model_config, bm25=bm25, progress=progress, hybrid=job.hybrid,
                            doc_cap=job.doc_cap)
+    log.info("evaluated %s on %s in %.1f s", job.name, job.set_name, time.perf_counter() - started)
     return JobResult(job, ev.result, ev.example_traces[:2])
 
 
