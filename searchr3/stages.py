@@ -143,10 +143,14 @@ def index(params=None, model: str = PATHS["rl"], corpus_dir: str | None = None, 
           progress: bool = True, shards=None) -> dict:
     """Snapshot of the search index users query: ``model`` over an evaluation corpus (default: the first test set).
 
+    The vectors go through the evaluation's document-embedding cache (``evaluate.cache_dir``, keyed by model
+    checksum, document settings and texts), so the evaluate stage scoring the same model on the same set encodes
+    nothing again (and the other way round, whichever stage runs first).
     ``shards``: the corpus's vectors, already encoded in shards (``[(Shard, vectors)]``, ``searchr3.index.shards``:
     the Prefect flow encodes them on Dask workers); this stage then only builds and writes the index."""
     from searchr3.data.beir import read_corpus
     from searchr3.eval.config import EvaluateConfig
+    from searchr3.eval.dense import document_embeddings
     from searchr3.eval.sets import search_dir
     from searchr3.index.config import IndexConfig
     from searchr3.index.snapshot import save_snapshot
@@ -155,7 +159,8 @@ def index(params=None, model: str = PATHS["rl"], corpus_dir: str | None = None, 
     from searchr3.model.embedder import Embedder
 
     p = _params(params)
-    corpus_dir = corpus_dir or str(search_dir(section(p, "evaluate", EvaluateConfig)))
+    eval_config = section(p, "evaluate", EvaluateConfig)
+    corpus_dir = corpus_dir or str(search_dir(eval_config))
     corpus = read_corpus(corpus_dir)
     embedder = Embedder.from_pretrained(model, config=section(p, "model", ModelConfig))
     idx = DocumentIndex.from_config(section(p, "index", IndexConfig))
@@ -165,8 +170,8 @@ def index(params=None, model: str = PATHS["rl"], corpus_dir: str | None = None, 
 
         index_from_shards(idx, ids, shards, texts=corpus)
     else:
-        idx.build(ids, [corpus[d] for d in ids], lambda texts: embedder.encode_documents(texts), version=0,
-                  progress=progress)
+        vectors, _ = document_embeddings(embedder, ids, [corpus[d] for d in ids], eval_config.cache_dir, progress)
+        idx.build_from_vectors(ids, vectors, version=0, texts=corpus)
     manifest = {"model_checksum": embedder.checksum, "model_path": str(model), "corpus": str(corpus_dir)}
     save_snapshot(idx, out, manifest)
     return {"documents": len(ids), "out": out, **manifest}

@@ -131,6 +131,28 @@ def test_cache_hit_skips_the_encoder(tmp_path):
     assert len(files) == 1 and files[0].endswith(".npy") and len(files[0]) == 64 + 4  # no temp file left
 
 
+def test_the_index_stage_and_the_evaluation_encode_a_corpus_once(tmp_path, tiny_model_dir):
+    """The index stage's vectors land in the evaluation's cache: scoring the same model on the same set next
+    (the evaluate stage) encodes no document again."""
+    from searchr3 import stages
+    from searchr3.data.build import load_eval_set
+    from searchr3.eval.evaluate import load_encoder
+    from searchr3.index.snapshot import load_snapshot
+
+    beir = write_beir(tmp_path / "toy-test", NEWS.corpus, {"q_solar": NEWS.queries["q_solar"]}, {"q_solar": {"solar": 1}})
+    cache = tmp_path / "cache"
+    params = {"evaluate": {"cache_dir": str(cache)}}
+    stages.index(params, model=str(tiny_model_dir), corpus_dir=str(beir), out=str(tmp_path / "index"), progress=False)
+    assert len(list(cache.glob("*.npy"))) == 1
+    encoder = load_encoder(str(tiny_model_dir), EvaluateConfig(cache_dir=str(cache)))
+    encoder.encode_documents = None  # a call would fail: every vector must come from the cache
+    result = dense_search(encoder, load_eval_set(beir), cache_dir=cache)
+    assert result.cache_hit
+    index = load_snapshot(tmp_path / "index")
+    stored = index.vectors(list(NEWS.corpus))
+    assert np.allclose(stored, np.load(next(cache.glob("*.npy"))), atol=1e-6)
+
+
 @pytest.mark.parametrize("change", ["checksum", "settings_key", "corpus_text", "corpus_id"])
 def test_cache_invalidated_by_any_change(tmp_path, change):
     dense_search(FakeEncoder(), FRUIT, cache_dir=tmp_path)
