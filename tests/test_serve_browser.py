@@ -118,7 +118,7 @@ def test_page_in_headless_chromium(server, tmp_path):
             assert page.locator("#results li").count() == 0
         finally:
             browser.close()
-    assert SCREENSHOT.stat().st_size > 10_000
+    assert screenshot.stat().st_size > 10_000
 
 
 def test_promotion_under_load_fails_no_request(server, tiny_model_dir_b, promote_tiny, promotion_under_load):
