@@ -70,6 +70,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def port() -> int:
+    """A free TCP port on 127.0.0.1 (for a server a test starts)."""
+    return free_port()
+
+
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory):
     """One Prefect server for the whole session, started by the first test that asks for it, with the code

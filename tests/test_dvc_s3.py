@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,19 +24,12 @@ REMOTE_URL = f"s3://{BUCKET}/dvc"
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def s3(monkeypatch):
+def s3(monkeypatch, port):
     """A moto S3 server on 127.0.0.1 (a free port) with one bucket; the AWS variables DVC reads point at it."""
     import boto3
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"

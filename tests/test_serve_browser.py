@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,17 +27,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def server(serve_workspace):
+def server(serve_workspace, port):
     """`searchr3 serve --port N` started in the workspace; yields (base url, workspace, process)."""
     shutil.copy(ROOT / "params.yaml", serve_workspace / "params.yaml")
-    port = free_port()
     log = open(serve_workspace / "serve.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "searchr3.cli", "serve", "--port", str(port)], cwd=serve_workspace,
                             stdout=log, stderr=subprocess.STDOUT)
