@@ -326,6 +326,17 @@ def test_snapshot_refuses_a_missing_checksum_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_snapshot_manifest_that_is_not_utf8_or_not_an_object_is_one_line(tmp_path):
+    index, _ = _built()
+    out = save_snapshot(index, tmp_path / "idx", {"model_checksum": "abc"})
+    (out / "manifest.json").write_bytes(b'{"kind": "fl\xffat"}')
+    with pytest.raises(DataError, match=r"manifest.json: invalid-json: not UTF-8"):
+        load_snapshot(out)
+    (out / "manifest.json").write_text('["kind", "dim", "count", "model_checksum"]')
+    with pytest.raises(DataError, match=r"manifest.json: invalid-json: the manifest is not a JSON object"):
+        load_snapshot(out)
+
+
 def test_load_snapshot_reports_bad_files(tmp_path):
     index, _ = _built()
     out = save_snapshot(index, tmp_path / "idx", {"model_checksum": "abc"})

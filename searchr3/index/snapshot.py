@@ -28,13 +28,14 @@ import numpy as np
 
 from searchr3.data.errors import ArtifactError
 from searchr3.files import atomic_directory, json_text
-from searchr3.integrity import seal, verify_artifact
+from searchr3.integrity import MANIFEST, seal, verify_artifact
+from searchr3.integrity import read_manifest as read_artifact_manifest
 from searchr3.index.store import DocumentIndex
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "doc_ids.json"
 VERSIONS_FILE = "versions.npy"
-MANIFEST_FILE = "manifest.json"
+MANIFEST_FILE = MANIFEST
 FORMAT = 1
 
 
@@ -68,13 +69,11 @@ def save_snapshot(index: DocumentIndex, out_dir: str | Path, manifest: dict) -> 
 
 
 def read_manifest(snapshot_dir: str | Path) -> dict:
+    """The snapshot's manifest (parsed by the one artifact-manifest reader), with the keys a snapshot needs."""
     path = Path(snapshot_dir) / MANIFEST_FILE
     if not path.exists():
         raise ArtifactError(path, None, "snapshot-missing-file", "manifest.json not found; not an index snapshot")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ArtifactError(path, err.lineno, "invalid-json", err.msg) from err
+    manifest = read_artifact_manifest(snapshot_dir)
     for key in ("kind", "dim", "count", "model_checksum"):
         if key not in manifest:
             raise ArtifactError(path, None, "manifest-missing-key", f"{key!r} is required")
