@@ -109,3 +109,24 @@ def test_shared_prefix_pack_gives_each_sequence_its_own_hidden_states(tiny_model
         for seq, at in zip(seqs, where):
             alone = common.packed_hidden(e.model, common.pack_sequences([seq]))
             torch.testing.assert_close(hidden[at], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_gradient_checkpointing_recomputes_with_the_packed_attention(tiny_model_dir):
+    """A checkpointed layer is recomputed in the backward pass, after the packed-attention block has ended: with
+    ``checkpoint_context_fn`` it attends per segment again (same gradients as without checkpointing; without it the
+    recomputation runs the model's own attention and torch refuses the mismatch)."""
+    from searchr3.model.packing import checkpoint_context_fn
+    from searchr3.train.common import pack_sequences, packed_hidden
+
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = Embedder.from_pretrained(tiny_model_dir, precision="fp32").model.train()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={
+                "use_reentrant": False, "context_fn": checkpoint_context_fn(model)})
+        packed = pack_sequences([[5, 6, 7, 8, 9], [10, 11, 12]])
+        packed_hidden(model, packed).pow(2).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert grads[0].shape == grads[1].shape
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)

@@ -9,11 +9,13 @@ length mix.
 Packed attention is a function registered with transformers' ``AttentionInterface`` under
 ``PACKED_ATTENTION``; ``packed_attention(model)`` switches a model to it for the duration of a block
 and back afterwards. Models whose attention does not go through that interface (``supports_packing``
-is False) are encoded with padded batches instead.
+is False) are encoded with padded batches instead. Gradient checkpointing recomputes a layer during the backward
+pass, after the block has switched back: ``checkpoint_context_fn`` makes the recomputation use the attention the
+forward used (pass it as the checkpoint's ``context_fn``).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -134,3 +136,25 @@ def packed_attention(model):
         yield
     finally:
         config._attn_implementation = before
+
+
+@contextmanager
+def _attention_as(config, implementation: str):
+    before = config._attn_implementation
+    config._attn_implementation = implementation
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
+
+
+def checkpoint_context_fn(model):
+    """A ``context_fn`` for ``torch.utils.checkpoint`` (non-reentrant): the forward runs as it is, and the
+    recomputation in the backward pass runs with the attention implementation the forward had (packed inside a
+    ``packed_attention`` block, else the model's own), so both see the same graph."""
+    config = _config(model)
+
+    def context_fn():
+        return nullcontext(), _attention_as(config, config._attn_implementation)
+
+    return context_fn

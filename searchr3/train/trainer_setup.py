@@ -25,6 +25,7 @@ import torch
 
 from searchr3.model.config import ModelConfig
 from searchr3.model.embedder import Embedder
+from searchr3.model.packing import checkpoint_context_fn
 from searchr3.train import common
 from searchr3.train.lora import wrap_lora
 
@@ -165,8 +166,9 @@ def load_trainee(start_dir: str | Path, model_config: ModelConfig, config, **emb
                                         **embedder_overrides)
     bf16 = common.use_bf16(config.precision, embedder.device)
     model, frozen = embedder.model, None
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    if config.gradient_checkpointing:  # recomputed layers attend as their forward did (packed or not)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={
+            "use_reentrant": False, "context_fn": checkpoint_context_fn(model)})
     if config.mode == "lora":
         model = wrap_lora(model, config.lora, embedder.embed_token_id)
     else:
