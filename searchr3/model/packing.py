@@ -129,13 +129,8 @@ def supports_packing(model) -> bool:
 def packed_attention(model):
     """Within the block, ``model`` attends per packed segment (pass ``cu_seq_lens_q``/``cu_seq_lens_k``)."""
     _register()
-    config = _config(model)
-    before = config._attn_implementation
-    config._attn_implementation = PACKED_ATTENTION
-    try:
+    with _attention_as(_config(model), PACKED_ATTENTION):
         yield
-    finally:
-        config._attn_implementation = before
 
 
 @contextmanager
