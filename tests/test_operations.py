@@ -251,11 +251,15 @@ def test_sigterm_to_the_worker_then_restart_and_the_next_run_completes_unattende
         # the stop of `make prefect-down` / `prefect-worker-restart`: the run is interrupted first and reports
         third = run_deployment("training-pipeline/manual", timeout=0,
                                parameters={**params, "overrides": {**LONG_SFT, "sft.seed": 1}})
-        wait_for(lambda: state_of(third.id)[0] == "RUNNING", 300, "the third run to start")
-        time.sleep(10)
+        # the flow's own code runs (its first log line), so the engine's SIGTERM bridge is installed: a signal that
+        # lands while the engine still imports the flow kills it unreported, and only the sweep ends that run
+        wait_for(lambda: any(m.startswith("profile tiny") for m in run_logs(third.id)), 300,
+                 "the third run's flow code to start")
+        time.sleep(5)
         local.stop_worker(home, url, pool)
         kind, message = state_of(third.id)
-        assert kind == "CRASHED" and "sweep" not in message, (kind, message)  # the engine reported it itself
+        worker_log = (home / "logs" / "worker.log").read_text(errors="replace")[-3000:]
+        assert kind == "CRASHED" and "sweep" not in message, (kind, message, worker_log)  # reported by the engine
     finally:
         local.stop_worker(home, url, pool)
 
