@@ -207,6 +207,8 @@ def test_both_modes_export_a_loadable_folder(tiny_model_dir, tmp_path, mode):
     summary = train_sft(config(mode=mode, steps=2), ModelConfig(), tiny_model_dir, rows, toy_dev(rows), tmp_path / "out",
                         tmp_path / "ckpt", traces=CANDIDATES, live_dir=None, progress=False)
     assert summary["dev_ndcg@10"] is not None and summary["base_dev_ndcg@10"] is not None
+    # the summary says what the dev figure ranked over (a sample, not the whole dev corpus)
+    assert summary["dev_sample"] == {"set": "dev", "queries": len(rows), "documents": len(rows)}
     trained = Embedder.from_pretrained(tmp_path / "out", precision="fp32")
     base = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
     docs = [r["positive"] for r in rows[:4]]

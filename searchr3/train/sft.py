@@ -327,6 +327,9 @@ def train_sft(config: SFTConfig, model_config: ModelConfig, base_dir: str | Path
         common.load_trainable_state(model, state["best_weights"])
     summary = {"steps": config.steps, "mode": config.mode, "best_step": state["best_step"] or config.steps,
                "dev_ndcg@10": state["best"], "base_dev_ndcg@10": state.get("base_dev_ndcg@10"),
+               # the dev check ranks over a sample (positives + seeded random distractors): easier than the full corpus
+               "dev_sample": ({"set": dev_trim.name, "queries": len(dev_trim.queries), "documents": len(dev_trim.corpus)}
+                              if dev_trim is not None else None),
                "traces_used": len(state["traces"] or {}), "trace_scoring": state["trace_scoring"],
                "train_rows": len(train_rows), "wall_s": round(time.time() - started, 1),
                "final_loss": state["history"][-1].get("loss/total") if state["history"] else None}

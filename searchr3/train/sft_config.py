@@ -43,6 +43,7 @@ class SFTConfig:
     eval_every: int = 24  # dev nDCG@10 every N steps (and at the end); best checkpoint is exported
     dev_set: str | None = None  # evaluation set (data/eval/<name>) the best checkpoint is chosen on; null: first *-dev
     dev_max_queries: int = 100
-    dev_max_docs: int = 300  # dev corpus cap during training (positives always kept)
+    dev_max_docs: int = 300  # dev corpus cap during training (positives + random distractors): a sample reads higher than
+    # the whole corpus (SciFact, 5,183 abstracts: 0.75 over 300 vs 0.48 over all, 2026-11-27); it picks a checkpoint
     checkpoint_every: int = 10
     seed: int = 0
