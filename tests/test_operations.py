@@ -251,8 +251,9 @@ def test_sigterm_to_the_worker_then_restart_and_the_next_run_completes_unattende
         # the stop of `make prefect-down` / `prefect-worker-restart`: the run is interrupted first and reports
         third = run_deployment("training-pipeline/manual", timeout=0,
                                parameters={**params, "overrides": {**LONG_SFT, "sft.seed": 1}})
-        # the flow's own code runs (its first log line), so the engine's SIGTERM bridge is installed: a signal that
-        # lands while the engine still imports the flow kills it unreported, and only the sweep ends that run
+        # stop once the flow's own code runs (its first log line), not a fixed 10 s after Running: in one CI run on
+        # a loaded machine the run was swept instead of reporting itself (cause not established; the worker's log
+        # goes into the failure message so the next failure says more)
         wait_for(lambda: any(m.startswith("profile tiny") for m in run_logs(third.id)), 300,
                  "the third run's flow code to start")
         time.sleep(5)
