@@ -56,6 +56,7 @@ import numpy as np
 
 from searchr3.files import write_json_atomic
 from searchr3.index import DocumentIndex, RefreshConfig, RefreshPolicy, fidelity, refresh
+from searchr3.index.refresh import row_cosine
 from searchr3.index.store import encode_in_batches
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
@@ -358,9 +359,10 @@ class DriftRun:
         policy = RefreshPolicy(arms["selective"], self.refresh_cfg)
         aligned = RefreshPolicy(arms["aligned"], replace(self.refresh_cfg, align_stale=True))
         print(f"{len(ids)} documents encoded once at version 0 in {build_s:.1f}s ({build_s / len(ids) * 1000:.0f} ms/doc)\n")
+        previous, position = start, {d: i for i, d in enumerate(ids)}
         header = (f"{'step':>4} {'loss':>6} | {'sel docs':>8} {'sel fid':>7} {'next fid':>8} | {'aln docs':>8} {'aln fid':>7} "
                   f"{'next fid':>8} | {'rand docs':>9} {'rand fid':>8} | "
-                  f"{'full docs':>9} {'full s':>6} | {'none fid':>8} {'none next':>9}")
+                  f"{'full docs':>9} {'full s':>6} | {'none fid':>8} {'none next':>9} | {'mv trained':>10} {'mv other':>8}")
         print(header + "\n" + "-" * len(header), flush=True)
         rows = []
         for step in range(self.steps):
@@ -391,6 +393,10 @@ class DriftRun:
             refresh(arms["full"], ids, counting("full"), version)
             full_s, full_docs = time.perf_counter() - t, counter["full"] - before
             fresh = arms["full"].vectors(ids)
+            trained = {position[d] for r in (self.rows[i] for i in self.order[step]) for d in used_doc_ids(r, 1)
+                       if d in position}
+            moved = moved_by_step(previous, fresh, sorted(trained))
+            previous = fresh
             probe = self.encode_queries(self.probe)
             fid = {arm: fidelity(arms[arm], fresh, probe, k=10) for arm in self.ARMS}
             nxt = {arm: fidelity(arms[arm], fresh, next_q, k=10) for arm in ("selective", "aligned", "none")}
@@ -398,13 +404,23 @@ class DriftRun:
                    "rand_docs": counter["random"] - sum(
                 r["rand_docs"] for r in rows), "full_docs": full_docs, "full_s": full_s,
                 "lag_mean": stats["staleness_mean"]} | {f"{a}_fid": fid[a] for a in self.ARMS} | {
-                "sel_next_fid": nxt["selective"], "aln_next_fid": nxt["aligned"], "none_next_fid": nxt["none"]}
+                "sel_next_fid": nxt["selective"], "aln_next_fid": nxt["aligned"], "none_next_fid": nxt["none"]} | moved
             rows.append(row)
             print(f"{version:>4} {loss:>6.3f} | {sel_docs:>8} {fid['selective']:>7.3f} {nxt['selective']:>8.3f} | "
                   f"{aln_docs:>8} {fid['aligned']:>7.3f} {nxt['aligned']:>8.3f} | "
                   f"{row['rand_docs']:>9} {fid['random']:>8.3f} | {full_docs:>9} {full_s:>6.1f} | {fid['none']:>8.3f} "
-                  f"{nxt['none']:>9.3f}", flush=True)
+                  f"{nxt['none']:>9.3f} | {moved['moved_trained']:>10.4f} {moved['moved_other']:>8.4f}", flush=True)
         return {"rows": rows, "docs": len(ids)}
+
+
+def moved_by_step(before: np.ndarray, after: np.ndarray, trained: list[int]) -> dict:
+    """Mean cosine distance of each document's vector ``after`` one training step to ``before`` it, over the rows
+    ``trained`` (the documents the step's loss read) and over every other row: where the drift is."""
+    distance = 1.0 - row_cosine(before, after)
+    other = np.ones(len(distance), dtype=bool)
+    other[trained] = False
+    return {"moved_trained": float(distance[trained].mean()) if trained else float("nan"),
+            "moved_other": float(distance[other].mean()) if other.any() else float("nan")}
 
 
 def run_drift(args) -> int:
@@ -442,6 +458,10 @@ def run_drift(args) -> int:
           f"random {last['random_fid']:.3f}  none {last['none_fid']:.3f}")
     print(f"next step's queries (what the reward reads): selective {mean['sel_next_fid']:.3f}  "
           f"aligned {mean['aln_next_fid']:.3f}  none {mean['none_next_fid']:.3f}")
+    trained, other = (float(np.mean([r[k] for r in rows])) for k in ("moved_trained", "moved_other"))
+    print(f"how far a document moves in one step (mean cosine distance to its previous vector): the documents the step "
+          f"trained on {trained:.4f}, every other document {other:.4f} (ratio {trained / max(other, 1e-12):.2f}; "
+          "a selective refresh pays off only where this ratio is large)")
     print(f"documents encoded: selective {sel}  aligned {sum(r['aln_docs'] for r in rows)}  "
           f"random {sum(r['rand_docs'] for r in rows)}  full {full}")
     if args.json:

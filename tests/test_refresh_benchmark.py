@@ -3,6 +3,7 @@ import importlib.util
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from searchr3.model.config import ModelConfig
@@ -100,4 +101,15 @@ def test_drift_mode_runs_the_five_arms_on_real_training_and_ends_with_the_ratio_
         assert 0 < s["sel_docs"] <= 3 and s["rand_docs"] == s["sel_docs"]  # random arm: the same budget
         assert 0 < s["aln_docs"] <= 3  # aligned: the selective budget, on its own index
     assert steps[-1]["none_fid"] < 1.0  # real training moved the documents
+    assert all(s["moved_trained"] > 0 and s["moved_other"] > 0 for s in steps)  # LoRA moves untrained documents too
     assert result["ratio"] == sum(s["sel_docs"] for s in steps) / 90
+    assert any(line.startswith("how far a document moves in one step") for line in out)
+
+
+def test_moved_by_step_splits_the_drift_between_trained_and_other_documents():
+    bench = load_benchmark()
+    before = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    after = np.array([[0.0, 1.0], [1.0, 1.0], [0.0, 2.0]])  # row 0 turned 90°, row 1 45°, row 2 only rescaled
+    moved = bench.moved_by_step(before, after, [0])
+    assert moved["moved_trained"] == pytest.approx(1.0)
+    assert moved["moved_other"] == pytest.approx((1 - np.sqrt(0.5)) / 2)

@@ -107,7 +107,7 @@ def fit_correction(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray | 
     eig, basis = np.linalg.eigh(x @ x.T)
     eig = np.clip(eig, 0.0, None)
     rotated = basis.T @ change
-    baseline = float(np.mean(1.0 - _cosine(x, y)))
+    baseline = float(np.mean(1.0 - row_cosine(x, y)))
     if baseline <= 1e-12:
         return None, None, 1.0
     best, best_distance = None, MIN_GAIN * baseline
@@ -116,7 +116,7 @@ def fit_correction(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray | 
         hat_diag = np.sum(basis ** 2 * shrink, axis=1)
         residual = change - basis @ (shrink[:, None] * rotated)
         left_out = residual / np.maximum(1.0 - hat_diag, 1e-9)[:, None]  # y_i minus its prediction without pair i
-        distance = float(np.mean(1.0 - _cosine(y - left_out, y)))
+        distance = float(np.mean(1.0 - row_cosine(y - left_out, y)))
         if distance < best_distance:
             best, best_distance = float(ridge), distance
     if best is None:
@@ -125,7 +125,8 @@ def fit_correction(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray | 
     return d, best, best_distance / baseline
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row of ``a`` with the same row of ``b``."""
     return np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
 
 

@@ -9,6 +9,7 @@ levers = {
     "mix":     (sf, {}),
     "docgrad": (only, {"doc_grad": True}),
     "docgrad_gc": (only, {"doc_grad": True, "gradient_checkpointing": True}),
+    "docgrad_gc48": (only, {"doc_grad": True, "gradient_checkpointing": True, "steps": 48}),  # 2026-11-28: longer
     "full":    (only, {"mode": "full", "lr": 2.0e-5}),
     "tau02":   (only, {"temperature": 0.02}),
     "neg3":    (only, {"negatives_per_query": 3}),
