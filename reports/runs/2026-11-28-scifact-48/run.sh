@@ -18,3 +18,10 @@ $S evaluate --model $HERE/delta --base models/base --dataset ../shared/data/scif
    --out $HERE/sft-test-256.json
 $S evaluate --model $HERE/delta --base models/base --dataset data/eval/scifact-dev --split dev --cap 256 \
    --out $HERE/sft-dev-256.json                                      # the corpus vectors are cached: minutes
+python3 - "$HERE" <<'PY'   # metrics.json in the shape of metrics/eval.json (baselines: ../2026-11-27-scifact)
+import json, sys
+here = sys.argv[1]
+row = lambda f: {k: json.load(open(f"{here}/{f}"))[k] for k in ("split", "cap", "queries", "ndcg@10", "recall@100", "mrr@10")}
+json.dump({"scifact-dev": {"sft": row("sft-dev-256.json")}, "scifact-test": {"sft": row("sft-test-256.json")}},
+          open(f"{here}/metrics.json", "w"), indent=1)
+PY
