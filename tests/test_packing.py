@@ -130,3 +130,61 @@ def test_gradient_checkpointing_recomputes_with_the_packed_attention(tiny_model_
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert grads[0].shape == grads[1].shape
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+
+
+def _attention_per_segment(query, key, value, bounds, prefix):
+    """Reference: one SDPA per segment (its prefix ranges first, causal inside itself), GQA by repetition."""
+    key = key.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
+    value = value.repeat_interleave(query.shape[1] // value.shape[1], dim=1)
+    out = []
+    for n, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        ranges = prefix[n] or []
+        k = torch.cat([key[:, :, pa:pb] for pa, pb in ranges] + [key[:, :, a:b]], dim=2)
+        v = torch.cat([value[:, :, pa:pb] for pa, pb in ranges] + [value[:, :, a:b]], dim=2)
+        width = k.shape[2] - (b - a)
+        allowed = torch.ones(b - a, k.shape[2], dtype=torch.bool).tril(diagonal=width)
+        out.append(torch.nn.functional.scaled_dot_product_attention(query[:, :, a:b], k, v, attn_mask=allowed)
+                   .transpose(1, 2))
+    return torch.cat(out, dim=1)
+
+
+@pytest.mark.parametrize("prefixed", [True, False])
+@pytest.mark.parametrize("how", ["one call", "per segment", "from cu_seq_lens"])
+def test_attention_inside_segments_equals_one_sdpa_per_segment(how, prefixed):
+    from searchr3.model.packing import _packed_sdpa, attend_in_one_call, attend_per_segment, segment_layout
+
+    torch.manual_seed(0)
+    bounds = [0, 5, 12, 14, 21, 22]          # a 5-token prefix segment, then segments of 7, 2, 7 and 1 tokens
+    prefix = [None, [(0, 5)], [(0, 5)], [(0, 5), (5, 12)], None] if prefixed else [None] * 5
+    q = torch.randn(1, 6, 22, 8, requires_grad=True)
+    k = torch.randn(1, 2, 22, 8, requires_grad=True)  # grouped-query attention: 3 query heads per key head
+    v = torch.randn(1, 2, 22, 8, requires_grad=True)
+    layout = segment_layout(torch.tensor(bounds), prefix)
+    assert (layout.mask is None) == (not prefixed)
+    if how == "from cu_seq_lens":  # the layout built inside the attention function (CPU: per segment if causal)
+        got = _packed_sdpa(None, q, k, v, None, cu_seq_lens_q=torch.tensor(bounds, dtype=torch.int32),
+                           searchr3_prefix=prefix)[0]
+    else:
+        got = (attend_in_one_call if how == "one call" else attend_per_segment)(q, k, v, layout)
+    want = _attention_per_segment(q, k, v, bounds, prefix)
+    assert got.shape == (1, 22, 6, 8)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    weights = torch.randn_like(want)
+    grads = torch.autograd.grad((got * weights).sum(), (q, k, v))
+    want_grads = torch.autograd.grad((want * weights).sum(), (q, k, v))
+    for g, w in zip(grads, want_grads):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+
+
+def test_segment_layout_padding_queries_see_one_key_and_real_queries_stay_in_their_segment():
+    from searchr3.model.packing import segment_layout
+
+    assert segment_layout([0, 3, 4]).mask is None  # no prefix: plain causal attention over the padded batch
+    layout = segment_layout([0, 3, 4], [None, [(0, 3)]])  # the 1-token segment continues the 3-token one
+    assert layout.mask.shape == (2, 1, 3, 4)
+    assert layout.mask[0, 0].tolist() == [[True, False, False, False], [True, True, False, False],
+                                          [True, True, True, False]]
+    assert layout.mask[1, 0].tolist() == [[True, True, True, True], [True, False, False, False],
+                                          [True, False, False, False]]
+    assert layout.k_index[1].tolist() == [0, 1, 2, 3] and layout.back.tolist() == [0, 1, 2, 3]

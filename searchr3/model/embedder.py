@@ -40,7 +40,8 @@ from searchr3.model.generation import decode
 from searchr3.model.loading import LOAD_LOCK
 from searchr3.model.padding import pad_batch
 from searchr3.model.materialize import model_checksum, verify_model
-from searchr3.model.packing import last_token_in_segments, pack, packed_attention, supports_packing, token_budget_batches
+from searchr3.model.packing import (last_token_in_segments, pack, packed_attention, segment_layout, supports_packing,
+                                    token_budget_batches)
 
 log = logging.getLogger(__name__)
 
@@ -338,9 +339,10 @@ class Embedder:
         ids, pos, cu = pack(batch, self.device)
         body = getattr(self.model, self.model.base_model_prefix, self.model)
         longest = max(len(s) for s in batch)
+        layout = segment_layout(cu, device=self.device)  # once for every layer
         with packed_attention(self.model):
             hidden = body(input_ids=ids, position_ids=pos, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
-                          max_length_q=longest, max_length_k=longest).last_hidden_state[0]
+                          max_length_q=longest, max_length_k=longest, searchr3_layout=layout).last_hidden_state[0]
         vec = hidden[last_token_in_segments(ids[0], cu, self.embed_token_id)].float()
         return torch.nn.functional.normalize(vec, dim=-1).cpu().numpy()
 

@@ -1,9 +1,12 @@
 """Padding-free encoding: texts packed end to end into one row, attention kept inside each text.
 
 A batch of token-id sequences becomes one row of ``sum(len)`` tokens: position ids restart at 0 for
-every sequence, and attention runs per sequence (causal SDPA over that sequence's slice), so a text
-gives the same hidden states packed as alone and no FLOP is spent on padding. Batches are cut by a
-token budget (``token_budget_batches``), so every forward pass does about the same work whatever the
+every sequence, and attention stays inside each sequence, so a text gives the same hidden states packed
+as alone and the linear layers (most of the FLOPs) see no padding. Attention runs over the segments'
+``SegmentLayout`` (built once per forward pass, so the layers run without a device sync): one SDPA call per
+layer with the segments as a padded batch, or one per segment where that is faster (plain causal segments
+on a CPU; ``_packed_sdpa``). ``token_budget_batches`` puts similar lengths together, so that padding stays
+small, and cuts batches by a token budget, so every forward pass does about the same work whatever the
 length mix.
 
 Packed attention is a function registered with transformers' ``AttentionInterface`` under
@@ -16,6 +19,7 @@ forward used (pass it as the checkpoint's ``context_fn``).
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 
 import torch
 
@@ -72,35 +76,113 @@ def last_token_in_segments(ids: torch.Tensor, cu_seqlens: torch.Tensor, token_id
     return last
 
 
-def _packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
-                 **kwargs):
-    """Causal SDPA per packed segment. query (1, H, P, d), key/value (1, Hkv, P, d) -> (1, P, H, d).
+@dataclass(frozen=True)
+class SegmentLayout:
+    """Where each packed segment's queries and keys sit, for attention inside segments.
 
-    ``searchr3_prefix`` (optional, one entry per segment): the ``(start, end)`` ranges of the segments this one
-    continues, in order (their tokens come before its own; segments that several sequences share), or None.
-    A segment attends to all of them and causally to itself."""
-    cu = kwargs.get("cu_seq_lens_q")
-    if cu is None or query.shape[0] != 1:
-        raise RuntimeError(f"{PACKED_ATTENTION} attention needs one packed row and cu_seq_lens_q")
-    prefixes = kwargs.get("searchr3_prefix")
+    ``spans``: each segment's ``(start, end)``, and ``keys``: how many keys it has (its prefix segments' tokens,
+    then its own), host ints. The same as a batch padded to the longest: ``q_index`` (n, Qmax) and ``k_index``
+    (n, Kmax) are packed positions, ``mask`` (n, 1, Qmax, Kmax) what each query may see (causal inside the
+    segment, all of its prefix; a padding query sees one key, so no row is empty), or None when no segment has a
+    prefix (then plain causal attention is exact: the padding comes after every real token); ``back`` (P,) the
+    padded row of each packed position. Built once per forward pass (``segment_layout``), so the layers run
+    without a device sync."""
+
+    spans: tuple[tuple[int, int], ...]
+    keys: tuple[int, ...]
+    q_index: torch.Tensor
+    k_index: torch.Tensor
+    mask: torch.Tensor | None
+    back: torch.Tensor
+
+
+def segment_layout(cu_seqlens: torch.Tensor | list[int], prefix=None, device=None) -> SegmentLayout:
+    """The ``SegmentLayout`` of segments bounded by ``cu_seqlens`` (n + 1 offsets), with ``prefix`` as for
+    ``_packed_sdpa``'s ``searchr3_prefix`` (per segment, the ranges it continues, or None)."""
+    bounds = cu_seqlens.tolist() if isinstance(cu_seqlens, torch.Tensor) else list(cu_seqlens)
+    spans = tuple(zip(bounds[:-1], bounds[1:]))
+    keys = []
+    for n, (a, b) in enumerate(spans):
+        ranges = (prefix[n] if prefix is not None else None) or []
+        keys.append([p for pa, pb in ranges for p in range(pa, pb)] + list(range(a, b)))
+    q_max = max(b - a for a, b in spans)
+    k_max = max(len(k) for k in keys)
+    q_index = torch.zeros(len(spans), q_max, dtype=torch.long)
+    k_index = torch.zeros(len(spans), k_max, dtype=torch.long)
+    mask = torch.zeros(len(spans), 1, q_max, k_max, dtype=torch.bool)
+    back = torch.empty(bounds[-1], dtype=torch.long)
+    for n, ((a, b), k) in enumerate(zip(spans, keys)):
+        width = len(k) - (b - a)
+        q_index[n] = a
+        q_index[n, : b - a] = torch.arange(a, b)
+        k_index[n] = a
+        k_index[n, : len(k)] = torch.tensor(k)
+        mask[n, 0, : b - a, : len(k)] = torch.ones(b - a, len(k), dtype=torch.bool).tril(diagonal=width)
+        mask[n, 0, b - a:, 0] = True
+        back[a:b] = torch.arange(n * q_max, n * q_max + b - a)
+    causal = all(len(k) == b - a for (a, b), k in zip(spans, keys))
+    return SegmentLayout(spans, tuple(len(k) for k in keys), q_index.to(device), k_index.to(device),
+                         None if causal else mask.to(device), back.to(device))
+
+
+def attend_per_segment(query, key, value, layout: SegmentLayout, scaling: float | None = None) -> torch.Tensor:
+    """One SDPA call per segment. query (1, H, P, d), key/value (1, Hkv, P, d) -> (1, P, H, d)."""
     gqa = key.shape[1] != query.shape[1]
-    out = torch.empty(query.shape[0], query.shape[2], query.shape[1], query.shape[3], dtype=query.dtype,
-                      device=query.device)
-    bounds = cu.tolist()
-    for n, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-        ranges = prefixes[n] if prefixes is not None else None
-        if not ranges:
+    out = torch.empty(1, query.shape[2], query.shape[1], query.shape[3], dtype=query.dtype, device=query.device)
+    for n, ((a, b), width) in enumerate(zip(layout.spans, layout.keys)):
+        if layout.mask is None:
             o = torch.nn.functional.scaled_dot_product_attention(
                 query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True, scale=scaling, enable_gqa=gqa)
-        else:  # all of the prefix segments, then causal inside the segment (bottom-right aligned)
-            width = sum(pb - pa for pa, pb in ranges)
-            k = torch.cat([key[:, :, pa:pb] for pa, pb in ranges] + [key[:, :, a:b]], dim=2)
-            v = torch.cat([value[:, :, pa:pb] for pa, pb in ranges] + [value[:, :, a:b]], dim=2)
-            allowed = torch.ones(b - a, width + b - a, dtype=torch.bool, device=query.device).tril(diagonal=width)
-            o = torch.nn.functional.scaled_dot_product_attention(query[:, :, a:b], k, v, attn_mask=allowed,
-                                                                 scale=scaling, enable_gqa=gqa)
+        else:
+            at = layout.k_index[n, :width]
+            o = torch.nn.functional.scaled_dot_product_attention(
+                query[:, :, a:b], key[:, :, at], value[:, :, at], attn_mask=layout.mask[n, :, : b - a, :width],
+                scale=scaling, enable_gqa=gqa)
         out[:, a:b] = o.transpose(1, 2)
-    return out, None
+    return out
+
+
+def attend_in_one_call(query, key, value, layout: SegmentLayout, scaling: float | None = None) -> torch.Tensor:
+    """Every segment in one SDPA call, as a padded batch. query (1, H, P, d), key/value (1, Hkv, P, d) ->
+    (1, P, H, d)."""
+    heads, d = query.shape[1], query.shape[3]
+    if key.shape[1] != heads:  # grouped-query attention: each key/value head serves heads / Hkv query heads
+        key = key.repeat_interleave(heads // key.shape[1], dim=1)
+        value = value.repeat_interleave(heads // value.shape[1], dim=1)
+    n, q_max = layout.q_index.shape
+
+    def gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # (1, H, P, d) -> (n, H, len, d)
+        return x[0][:, index.flatten()].view(heads, n, index.shape[1], d).transpose(0, 1)
+
+    o = torch.nn.functional.scaled_dot_product_attention(
+        gather(query, layout.q_index), gather(key, layout.k_index), gather(value, layout.k_index),
+        attn_mask=layout.mask, is_causal=layout.mask is None, scale=scaling)
+    return o.transpose(1, 2).reshape(n * q_max, heads, d)[layout.back].unsqueeze(0)
+
+
+def _packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
+                 **kwargs):
+    """Attention inside each packed segment. query (1, H, P, d), key/value (1, Hkv, P, d) -> (1, P, H, d).
+
+    ``searchr3_layout``: the segments' ``SegmentLayout`` (built by the caller once per forward pass); without it,
+    it is built here from ``cu_seq_lens_q`` and ``searchr3_prefix`` (optional, one entry per segment: the
+    ``(start, end)`` ranges of the segments this one continues, in order; segments that several sequences share).
+    A segment attends to all of its prefix and causally to itself.
+
+    One SDPA call for all segments, except plain causal segments on a CPU: there a call per segment is faster
+    (SDPA's causal CPU kernel skips the masked half; the batched form pays for its gathers and padding), while on
+    an accelerator a Python loop of small calls per layer leaves it idle. ``benchmarks/packed_attention.py``
+    measures both on the machine it runs on."""
+    layout = kwargs.get("searchr3_layout")
+    if layout is None:
+        cu = kwargs.get("cu_seq_lens_q")
+        if cu is None:
+            raise RuntimeError(f"{PACKED_ATTENTION} attention needs cu_seq_lens_q or searchr3_layout")
+        layout = segment_layout(cu, kwargs.get("searchr3_prefix"), query.device)
+    if query.shape[0] != 1:
+        raise RuntimeError(f"{PACKED_ATTENTION} attention needs one packed row")
+    attend = attend_per_segment if layout.mask is None and query.device.type == "cpu" else attend_in_one_call
+    return attend(query, key, value, layout, scaling), None
 
 
 _registered = False

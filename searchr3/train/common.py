@@ -17,7 +17,7 @@ import torch
 
 from searchr3.files import atomic_file
 from searchr3.model.embedder import last_token_positions, resolve_dtype
-from searchr3.model.packing import last_token_in_segments, pack, packed_attention
+from searchr3.model.packing import last_token_in_segments, pack, packed_attention, segment_layout
 
 CHECKPOINT_FILE = "checkpoint.pt"  # the old single-file format: never loaded, removed by the next save
 log = logging.getLogger(__name__)
@@ -196,10 +196,10 @@ def packed_hidden(model, packed: Packed) -> torch.Tensor:
     (and its prefix, ``Packed.prefix``)."""
     lm = causal_lm(model)
     body = getattr(lm, lm.base_model_prefix)
-    extra = {"searchr3_prefix": packed.prefix} if packed.prefix is not None else {}
+    layout = segment_layout(packed.cu, packed.prefix, packed.ids.device)  # once for every layer
     with packed_attention(lm):
         out = body(input_ids=packed.ids, position_ids=packed.pos, cu_seq_lens_q=packed.cu, cu_seq_lens_k=packed.cu,
-                   max_length_q=packed.longest, max_length_k=packed.longest, **extra)
+                   max_length_q=packed.longest, max_length_k=packed.longest, searchr3_layout=layout)
     return out.last_hidden_state[0]
 
 
