@@ -131,3 +131,24 @@ def test_the_commands_write_a_delta_and_rescore_it(tiny_model_dir, trained, tmp_
     assert results[0]["ndcg@10"] == results[1]["ndcg@10"]
     assert f"--base {tiny_model_dir}" in capsys.readouterr().out  # the reproduce line carries the base
     assert main(["evaluate", "--model", "bm25", "--dataset", str(tmp_path / "toy"), "--base", "x"]) == 2
+
+
+def test_apply_writes_the_rebuilt_model_as_a_verified_folder_that_embeds_as_the_delta(tiny_model_dir, trained, tmp_path,
+                                                                                        capsys):
+    from searchr3.cli import main
+    from searchr3.model.embedder import Embedder
+    from searchr3.model.materialize import verify_model
+
+    write_delta(tiny_model_dir, trained, tmp_path / "d")
+    assert main(["model", "apply", str(tmp_path / "d"), "--base", str(tiny_model_dir), "--out",
+                 str(tmp_path / "m")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert verify_model(tmp_path / "m") is not None  # sealed: every file sha256-checked
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["delta"] == str(tmp_path / "d") and manifest["embed_token_id"] > 0
+    docs = ["solar panels make electricity", "a cat chases a mouse"]
+    want = Embedder.from_pretrained(tmp_path / "d", base=tiny_model_dir, precision="fp32").encode_documents(docs)
+    got = Embedder.from_pretrained(tmp_path / "m", precision="fp32").encode_documents(docs)
+    assert torch.equal(torch.as_tensor(want), torch.as_tensor(got))
+    assert main(["model", "apply", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 4
+    assert not (tmp_path / "x").exists()

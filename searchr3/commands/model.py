@@ -1,6 +1,7 @@
 """``searchr3 model materialize``: the base-model stage. ``searchr3 model card PATH``: a Hugging Face model card.
 ``searchr3 model verify PATH...``: check model folders and index snapshots against their sealed manifests.
-``searchr3 model delta MODEL --base BASE --out DIR``: a trained model as a small difference from its base."""
+``searchr3 model delta MODEL --base BASE --out DIR``: a trained model as a small difference from its base.
+``searchr3 model apply DELTA --base BASE --out DIR``: the model a delta rebuilds, as a model folder."""
 from __future__ import annotations
 
 import json
@@ -34,6 +35,12 @@ def register(sub) -> None:
     d.add_argument("--base", default="models/base", help="the model it was trained from (default: models/base)")
     d.add_argument("--out", required=True, help="the delta folder to write")
     d.set_defaults(func=_delta)
+    a = verbs.add_parser("apply", help="write the model a delta rebuilds on its base as a model folder "
+                                       "(e.g. to train on from a committed delta)")
+    a.add_argument("path", help="the delta folder")
+    a.add_argument("--base", default=None, help="the base model folder (default: the one the delta's manifest names)")
+    a.add_argument("--out", required=True, help="the model folder to write")
+    a.set_defaults(func=_apply)
 
 
 def _materialize(args) -> int:
@@ -108,4 +115,12 @@ def _delta(args) -> int:
     manifest = write_delta(args.base, args.path, args.out)
     print(f"wrote {args.out}: {describe(manifest)}")
     print(f"rescore: searchr3 evaluate --model {args.out} --base {args.base} --dataset DATASET --split test")
+    return 0
+
+
+def _apply(args) -> int:
+    from searchr3.model.delta import apply_delta
+
+    manifest = apply_delta(args.path, args.out, args.base)
+    print(f"wrote {args.out}: weights sha256 {manifest['weights_sha256'][:12]}, from {args.path} on {manifest['base_model']}")
     return 0

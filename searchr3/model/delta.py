@@ -172,6 +172,23 @@ def load_delta(folder: str | Path, base: str | Path | None = None, dtype: torch.
     return model.to(device=device, dtype=dtype).eval(), tokenizer, delta_checksum(manifest)
 
 
+def apply_delta(folder: str | Path, out: str | Path, base: str | Path | None = None) -> dict:
+    """Write the model a delta rebuilds (``load_delta``) as a model folder at ``out`` (sealed manifest: the base's
+    fields, plus the delta it came from), e.g. to train on from a committed delta; returns the manifest."""
+    import json
+
+    from searchr3.model.materialize import save_model
+
+    model, tokenizer, checksum = load_delta(folder, base)
+    base = Path(base if base is not None else read_manifest(Path(folder))["base"])
+    inherited = {k: v for k, v in json.loads((base / MANIFEST).read_text()).items()
+                 if k not in ("files", "weights_sha256", "created")} if (base / MANIFEST).is_file() else {}
+    manifest = dict(inherited, base_model=str(base), delta=str(folder), delta_checksum=checksum,
+                    created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    save_model(model, tokenizer, out, manifest)
+    return read_manifest(Path(out))
+
+
 def describe(manifest: dict) -> str:
     """One line: what the delta holds."""
     kinds: dict[str, int] = {}
