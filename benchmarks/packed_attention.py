@@ -4,10 +4,10 @@ The real architecture (SmolLM2-135M's ``config.json`` values, ``machine.SMOLLM2_
 not depend on their values) runs packed rows through ``searchr3.model.packing``'s two attention forms, interleaved
 pass after pass on the same inputs:
 
-  per segment  ``attend_per_segment``: a Python loop of one SDPA per text in every layer (the form before
-               2026-11-28; what ``_packed_sdpa`` still picks for plain causal segments on a CPU)
+  per segment  ``attend_per_segment``: a Python loop of one SDPA per text in every layer (the only form before
+               2026-11-28; what ``_packed_sdpa`` picks on a CPU)
   one call     ``attend_in_one_call``: the segments as a padded batch, one SDPA per layer (what ``_packed_sdpa``
-               picks on an accelerator, and for segments with a shared prefix everywhere)
+               picks on an accelerator)
 
 Passes, each a packed row of about ``--budget`` tokens (``model.batch_tokens``):
 
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     register_forms()
     model = build_model(args.device, dtype, args.layers)
     print(f"# packed attention, {describe()}; device {args.device}, {dtype}, SmolLM2-135M architecture "
-          f"random weights), rows of about {args.budget} tokens, median of {passes} passes")
+          f"({args.layers} layers, random weights), rows of about {args.budget} tokens, median of {passes} passes")
     print(f"{'pass':8} {'texts':>5} {'tokens':>6} {'per segment ms':>15} {'one call ms':>12} {'ratio':>6} "
           f"{'max |diff|':>10}  library picks")
     ratios, diffs = {}, []
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         ms = {form: statistics.median(t) * 1000 for form, t in times.items()}
         diff = (outputs["per segment"].float() - outputs["one call"].float()).abs().max().item()
         diffs.append(diff)
-        picks = "per segment" if layout.mask is None and args.device == "cpu" else "one call"
+        picks = "per segment" if torch.device(args.device).type == "cpu" else "one call"
         ratios[case] = ms["per segment"] / ms["one call"]
         print(f"{case:8} {texts:>5} {ids.shape[1]:>6} {ms['per segment']:>15.1f} {ms['one call']:>12.1f} "
               f"{ratios[case]:>6.2f} {diff:>10.2e}  {picks}")
