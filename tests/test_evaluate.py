@@ -496,3 +496,29 @@ def test_command_hybrid_with_a_model_folder(tmp_path, capsys, tiny_model_dir):
     assert main(["--params", str(params), "evaluate", "--model", "bm25", "--dataset", str(beir),
                  "--hybrid"]) == 2
     assert "--hybrid fuses BM25 with a dense system" in capsys.readouterr().err
+
+
+def test_command_precision_reaches_the_model_and_the_reproduce_line(tmp_path, capsys, monkeypatch, tiny_model_dir):
+    from searchr3.cli import main
+    from searchr3.model.embedder import Embedder
+
+    seen = []
+    load = Embedder.from_pretrained.__func__
+
+    def spy(cls, path, config=None, **kwargs):
+        seen.append(config.precision)
+        return load(cls, path, config=config, **kwargs)
+
+    monkeypatch.setattr(Embedder, "from_pretrained", classmethod(spy))
+    beir = write_beir(tmp_path / "toy", NEWS.corpus, {"q": "cats running"}, {"q": {"cats": 1}})
+    params = tmp_path / "params.yaml"
+    params.write_text(f"model:\n  precision: fp32\nevaluate:\n  cache_dir: {tmp_path / 'cache'}\n")
+    for precision in (None, "bf16"):
+        argv = ["--params", str(params), "evaluate", "--model", str(tiny_model_dir), "--dataset", str(beir)]
+        assert main(argv + (["--precision", precision] if precision else [])) == 0
+    assert seen == ["fp32", "bf16"]  # params.yaml's, then the flag's
+    printed = capsys.readouterr().out
+    assert printed.count("--precision bf16") == 1
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "--model", "bm25", "--dataset", str(beir), "--precision", "fp16"])
+    assert exit_.value.code == 2  # a usage error: one line naming the choices

@@ -23,6 +23,9 @@ def register(subparsers) -> None:
                    help="cut documents at N tokens for the dense system (default: the first of evaluate.doc_caps)")
     p.add_argument("--base", default=None,
                    help="the base model a delta folder is applied to (default: the path its manifest names)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help="our model's dtype (default: model.precision; auto is bf16 on CUDA and on CPUs with native "
+                        "bf16, so pass fp32 to rescore a number measured in fp32 on another machine)")
     p.set_defaults(func=run)
 
 
@@ -59,6 +62,8 @@ def reproduce_command(args) -> str:
         parts += ["--cap", str(args.cap)]
     if args.base is not None:
         parts += ["--base", args.base]
+    if args.precision is not None:
+        parts += ["--precision", args.precision]
     if args.out is not None:
         parts += ["--out", str(args.out)]
     return shlex.join(parts)
@@ -87,6 +92,12 @@ def run(args) -> int:
     from searchr3.eval.evaluate import load_encoder
 
     eval_config, model_config, bm25_config = _settings(args)
+    if args.precision is not None:
+        from dataclasses import replace
+
+        from searchr3.model.config import ModelConfig
+
+        model_config = replace(model_config or ModelConfig(), precision=args.precision)
     rs = load_beir(args.dataset, args.split)
     encoder = None if args.base is None else load_encoder(args.model, eval_config, model_config, args.cap, base=args.base)
     evaluation = evaluate_detailed(args.model, rs, args.reasoning, split=args.split, max_queries=args.max_queries,
