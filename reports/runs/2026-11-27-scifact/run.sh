@@ -20,11 +20,5 @@ $S evaluate --model $HERE/delta --base models/base --dataset data/eval/scifact-d
 for M in bm25 minilm; do
   $S evaluate --model $M --dataset ../shared/data/scifact --split test --cap 256 --out $HERE/$M-test-256.json
 done
-python3 - "$HERE" <<'PY'   # metrics.json in the shape of metrics/eval.json
-import json, sys
-here = sys.argv[1]
-row = lambda f: {k: json.load(open(f"{here}/{f}"))[k] for k in ("split", "cap", "queries", "ndcg@10", "recall@100", "mrr@10")}
-json.dump({"scifact-dev": {"sft": row("sft-dev-256.json")},
-           "scifact-test": {"bm25": row("bm25-test-256.json"), "minilm": row("minilm-test-256.json"),
-                            "sft": row("sft-test-256.json")}}, open(f"{here}/metrics.json", "w"), indent=1)
-PY
+python3 reports/runs/metrics_json.py $HERE scifact-dev:sft=sft-dev-256.json scifact-test:bm25=bm25-test-256.json \
+   scifact-test:minilm=minilm-test-256.json scifact-test:sft=sft-test-256.json   # metrics.json, the shape of metrics/eval.json

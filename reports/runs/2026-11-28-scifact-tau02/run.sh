@@ -28,11 +28,4 @@ $E evaluate --model $HERE/delta --base cycle3/models/base --dataset data/eval/sc
    --out $HERE/sft-dev-256.json
 $E evaluate --model $HERE/delta --base cycle3/models/base --dataset ../shared/data/scifact --split test --cap 256 \
    --out $HERE/sft-test-256.json                                     # the corpus vectors are cached: a minute
-python3 - "$HERE" <<'PY'   # metrics.json in the shape of metrics/eval.json (baselines: ../2026-11-27-scifact)
-import json, sys
-here = sys.argv[1]
-keys = ("split", "cap", "queries", "ndcg@10", "recall@100", "mrr@10")
-row = lambda f: {k: v for k, v in json.load(open(f"{here}/{f}")).items() if k in keys}
-json.dump({s: {"sft": row(f"sft-{split}-256.json")} for s, split in (("scifact-dev", "dev"), ("scifact-test", "test"))},
-          open(f"{here}/metrics.json", "w"), indent=1)
-PY
+python3 reports/runs/metrics_json.py $HERE scifact-dev:sft=sft-dev-256.json scifact-test:sft=sft-test-256.json   # baselines: ../2026-11-27-scifact
