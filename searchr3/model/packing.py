@@ -130,13 +130,13 @@ def attend_per_segment(query, key, value, layout: SegmentLayout, scaling: float 
     gqa = key.shape[1] != query.shape[1]
     out = torch.empty(1, query.shape[2], query.shape[1], query.shape[3], dtype=query.dtype, device=query.device)
     for n, ((a, b), width) in enumerate(zip(layout.spans, layout.keys)):
-        if layout.mask is None:
+        if width == b - a:  # no prefix: plain causal attention over its own slice (SDPA's causal kernel)
             o = torch.nn.functional.scaled_dot_product_attention(
                 query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True, scale=scaling, enable_gqa=gqa)
         else:
             at = layout.k_index[n, :width]
             o = torch.nn.functional.scaled_dot_product_attention(
-                query[:, :, a:b], key[:, :, at], value[:, :, at], attn_mask=layout.mask[n, :, : b - a, :width],
+                query[:, :, a:b], key[:, :, at], value[:, :, at], attn_mask=layout.mask[n, 0, : b - a, :width],
                 scale=scaling, enable_gqa=gqa)
         out[:, a:b] = o.transpose(1, 2)
     return out
