@@ -171,9 +171,9 @@ def _packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0
 
     On an accelerator one SDPA call for all segments: a Python loop of small calls per layer leaves it idle. On a
     CPU one call per segment, which measured faster there (SDPA's causal CPU kernel skips the masked half; the
-    batched form pays for its gathers and padding): whole passes of the real architecture, 2 cores, fp32, 0.90x
-    encoding and 0.89x forward + backward with a shared prefix (``benchmarks/packed_attention.py``, which
-    measures both on the machine it runs on)."""
+    batched form pays for its gathers and padding): whole passes of the real architecture, 2 cores, fp32, one call
+    ran at 0.90-0.98x the loop's speed encoding and 0.84-0.89x forward + backward with a shared prefix
+    (``benchmarks/packed_attention.py``, which measures both on the machine it runs on)."""
     layout = kwargs.get("searchr3_layout")
     if layout is None:
         cu = kwargs.get("cu_seq_lens_q")
