@@ -165,7 +165,7 @@ def test_attention_inside_segments_equals_one_sdpa_per_segment(how, prefixed):
     v = torch.randn(1, 2, 22, 8, requires_grad=True)
     layout = segment_layout(torch.tensor(bounds), prefix)
     assert (layout.mask is None) == (not prefixed)
-    if how == "from cu_seq_lens":  # the layout built inside the attention function (CPU: per segment if causal)
+    if how == "from cu_seq_lens":  # the layout built inside the attention function (on a CPU: per segment)
         got = _packed_sdpa(None, q, k, v, None, cu_seq_lens_q=torch.tensor(bounds, dtype=torch.int32),
                            searchr3_prefix=prefix)[0]
     else:
