@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         ms = {form: statistics.median(t) * 1000 for form, t in times.items()}
         diff = (outputs["per segment"].float() - outputs["one call"].float()).abs().max().item()
         diffs.append(diff)
-        picks = "per segment" if torch.device(args.device).type == "cpu" else "one call"
+        picks = next(name for name, attend in FORMS.items() if attend is packing.attention_form(args.device))
         ratios[case] = ms["per segment"] / ms["one call"]
         print(f"{case:8} {texts:>5} {ids.shape[1]:>6} {ms['per segment']:>15.1f} {ms['one call']:>12.1f} "
               f"{ratios[case]:>6.2f} {diff:>10.2e}  {picks}")

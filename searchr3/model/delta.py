@@ -175,13 +175,11 @@ def load_delta(folder: str | Path, base: str | Path | None = None, dtype: torch.
 def apply_delta(folder: str | Path, out: str | Path, base: str | Path | None = None) -> dict:
     """Write the model a delta rebuilds (``load_delta``) as a model folder at ``out`` (sealed manifest: the base's
     fields, plus the delta it came from), e.g. to train on from a committed delta; returns the manifest."""
-    import json
-
     from searchr3.model.materialize import save_model
 
     model, tokenizer, checksum = load_delta(folder, base)
     base = Path(base if base is not None else read_manifest(Path(folder))["base"])
-    inherited = {k: v for k, v in json.loads((base / MANIFEST).read_text()).items()
+    inherited = {k: v for k, v in read_manifest(base).items()
                  if k not in ("files", "weights_sha256", "created")} if (base / MANIFEST).is_file() else {}
     manifest = dict(inherited, base_model=str(base), delta=str(folder), delta_checksum=checksum,
                     created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

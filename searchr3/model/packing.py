@@ -107,22 +107,22 @@ def segment_layout(cu_seqlens: torch.Tensor | list[int], prefix=None, device=Non
         keys.append([p for pa, pb in ranges for p in range(pa, pb)] + list(range(a, b)))
     q_max = max(b - a for a, b in spans)
     k_max = max(len(k) for k in keys)
+    causal = all(len(k) == b - a for (a, b), k in zip(spans, keys))
     q_index = torch.zeros(len(spans), q_max, dtype=torch.long)
     k_index = torch.zeros(len(spans), k_max, dtype=torch.long)
-    mask = torch.zeros(len(spans), 1, q_max, k_max, dtype=torch.bool)
+    mask = None if causal else torch.zeros(len(spans), 1, q_max, k_max, dtype=torch.bool)
     back = torch.empty(bounds[-1], dtype=torch.long)
     for n, ((a, b), k) in enumerate(zip(spans, keys)):
-        width = len(k) - (b - a)
         q_index[n] = a
         q_index[n, : b - a] = torch.arange(a, b)
         k_index[n] = a
         k_index[n, : len(k)] = torch.tensor(k)
-        mask[n, 0, : b - a, : len(k)] = torch.ones(b - a, len(k), dtype=torch.bool).tril(diagonal=width)
-        mask[n, 0, b - a:, 0] = True
+        if mask is not None:
+            mask[n, 0, : b - a, : len(k)] = torch.ones(b - a, len(k), dtype=torch.bool).tril(diagonal=len(k) - (b - a))
+            mask[n, 0, b - a:, 0] = True
         back[a:b] = torch.arange(n * q_max, n * q_max + b - a)
-    causal = all(len(k) == b - a for (a, b), k in zip(spans, keys))
     return SegmentLayout(spans, tuple(len(k) for k in keys), q_index.to(device), k_index.to(device),
-                         None if causal else mask.to(device), back.to(device))
+                         None if mask is None else mask.to(device), back.to(device))
 
 
 def attend_per_segment(query, key, value, layout: SegmentLayout, scaling: float | None = None) -> torch.Tensor:
@@ -160,6 +160,12 @@ def attend_in_one_call(query, key, value, layout: SegmentLayout, scaling: float 
     return o.transpose(1, 2).reshape(n * q_max, heads, d)[layout.back].unsqueeze(0)
 
 
+def attention_form(device: torch.device | str):
+    """The form of attention inside packed segments used on ``device``: one call per segment on a CPU, where it
+    measured faster (``_packed_sdpa``), one call for every segment on an accelerator."""
+    return attend_per_segment if torch.device(device).type == "cpu" else attend_in_one_call
+
+
 def _packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
                  **kwargs):
     """Attention inside each packed segment. query (1, H, P, d), key/value (1, Hkv, P, d) -> (1, P, H, d).
@@ -182,8 +188,7 @@ def _packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0
         layout = segment_layout(cu, kwargs.get("searchr3_prefix"), query.device)
     if query.shape[0] != 1:
         raise RuntimeError(f"{PACKED_ATTENTION} attention needs one packed row")
-    attend = attend_per_segment if query.device.type == "cpu" else attend_in_one_call
-    return attend(query, key, value, layout, scaling), None
+    return attention_form(query.device)(query, key, value, layout, scaling), None
 
 
 _registered = False
