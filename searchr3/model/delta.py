@@ -127,6 +127,11 @@ def delta_checksum(manifest: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def base_of(manifest: dict, base: str | Path | None = None) -> Path:
+    """The base model a delta is rebuilt on: ``base`` when given, else the one its manifest names."""
+    return Path(base if base is not None else manifest["base"])
+
+
 def load_delta(folder: str | Path, base: str | Path | None = None, dtype: torch.dtype = torch.float32,
                device: torch.device | str = "cpu"):
     """(model, tokenizer, checksum): the base named by the manifest (or ``base``) with the delta applied.
@@ -142,7 +147,7 @@ def load_delta(folder: str | Path, base: str | Path | None = None, dtype: torch.
             or not isinstance(manifest.get("base_weights_sha256"), str):
         raise ArtifactError(folder / MANIFEST, None, "invalid-json",
                             "not a delta manifest (needs kind: delta, base_weights_sha256 and tensors)")
-    base = Path(base if base is not None else manifest["base"])
+    base = base_of(manifest, base)
     if not (base / "config.json").is_file():
         raise ArtifactError(base, None, "model_not_found",
                             f"the base model of delta {folder} (rebuild it with `searchr3 model materialize --out {base}`,"
@@ -178,7 +183,7 @@ def apply_delta(folder: str | Path, out: str | Path, base: str | Path | None = N
     from searchr3.model.materialize import save_model
 
     model, tokenizer, checksum = load_delta(folder, base)
-    base = Path(base if base is not None else read_manifest(Path(folder))["base"])
+    base = base_of(read_manifest(Path(folder)), base)
     inherited = {k: v for k, v in read_manifest(base).items()
                  if k not in ("files", "weights_sha256", "created")} if (base / MANIFEST).is_file() else {}
     manifest = dict(inherited, base_model=str(base), delta=str(folder), delta_checksum=checksum,
