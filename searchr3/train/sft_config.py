@@ -23,7 +23,7 @@ class SFTConfig:
     max_doc_tokens: int = 256  # = model.max_doc_tokens and evaluate.doc_caps[0]: trained at the cut it is scored at
     max_trace_tokens: int = 32
     doc_grad: bool = False  # back-propagate through the document side too (GPU); False: documents encoded without grad (CPU default)
-    temperature: float = 0.05  # InfoNCE τ
+    temperature: float = 0.02  # InfoNCE τ (params.yaml)
     in_batch_negatives: bool = True
     margin: float = 0.1  # triplet θ
     lambda_nce: float = 1.0
