@@ -4,19 +4,12 @@
 # gradient + gradient checkpointing, one BM25 negative, batch 16, documents at 256 tokens), a fresh LoRA, warm-up +
 # cosine again, seed 3. So cycle 3 -> cycle 4 is one more epoch at a fixed temperature. Scored on the whole SciFact
 # corpus at the 256-token cap in fp32, like every earlier row, then fused with BM25 (--hybrid). Run from the root of
-# a clone after ../2026-11-28-scifact-48/run.sh (it leaves models/base and data/). About 30 min (SFT, bf16 autocast
+# a clone after ../2026-11-28-scifact-48/run.sh (it leaves models/base and data/). About 41 min (SFT, bf16 autocast
 # on a CPU with native bf16) + 40 min (scoring) on 2 cores.
 set -euo pipefail
 HERE=reports/runs/2026-11-28-scifact-cycle4
-python3 reports/runs/2026-11-27-scifact-ablation/make_params.py params.yaml /tmp/scifact-ablation-params.yaml
-python3 - <<'PY'
-import yaml
-p = yaml.safe_load(open("/tmp/scifact-ablation-params.yaml"))
-p["profiles"]["docgrad_gc48"]["sft"].update(seed=3, temperature=0.02)
-yaml.safe_dump(p, open("/tmp/scifact-cycle4-params.yaml", "w"), sort_keys=False)
-p["model"]["precision"] = "fp32"   # scoring: fp32 whatever the CPU, as the earlier rows
-yaml.safe_dump(p, open("/tmp/scifact-cycle4-score-params.yaml", "w"), sort_keys=False)
-PY
+python3 reports/runs/2026-11-27-scifact-ablation/make_params.py params.yaml /tmp/scifact-cycle4-params.yaml \
+  --sft seed=3 --sft temperature=0.02 --score /tmp/scifact-cycle4-score-params.yaml   # scoring in fp32, as every row
 S="bin/searchr3 --params /tmp/scifact-cycle4-params.yaml --profile docgrad_gc48"
 E="bin/searchr3 --params /tmp/scifact-cycle4-score-params.yaml --profile docgrad_gc48"
 # this cycle's base: the 96-step model rebuilt from its committed delta (weights sha256 4077335197ef), then the

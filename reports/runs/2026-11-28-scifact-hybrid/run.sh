@@ -7,13 +7,8 @@
 # the corpus once, for dev; test reads the cache).
 set -euo pipefail
 HERE=reports/runs/2026-11-28-scifact-hybrid
-python3 reports/runs/2026-11-27-scifact-ablation/make_params.py params.yaml /tmp/scifact-ablation-params.yaml
-python3 - <<'PY'
-import yaml
-p = yaml.safe_load(open("/tmp/scifact-ablation-params.yaml"))
-p["model"]["precision"] = "fp32"   # scoring: fp32 whatever the CPU, as every SciFact row
-yaml.safe_dump(p, open("/tmp/scifact-hybrid-score-params.yaml", "w"), sort_keys=False)
-PY
+python3 reports/runs/2026-11-27-scifact-ablation/make_params.py params.yaml /tmp/scifact-hybrid-params.yaml \
+  --score /tmp/scifact-hybrid-score-params.yaml                     # scoring in fp32, as every SciFact row
 E="bin/searchr3 --params /tmp/scifact-hybrid-score-params.yaml --profile docgrad_gc48"
 OURS="--model reports/runs/2026-11-28-scifact-tau02/delta --base cycle3/models/base"
 DEV="--dataset data/eval/scifact-dev --split dev --cap 256"
