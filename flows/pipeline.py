@@ -11,13 +11,12 @@ and nothing is trained.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from prefect import flow, get_run_logger
 
 from searchr3 import stages
-from searchr3.config import load_params
+from searchr3.config import load_params, parse_override
 from flows.on_dask import evaluate_on_dask, index_on_dask
 from tasks.logs import route_library_logs
 from tasks.stages import STAGE_TASKS
@@ -54,23 +53,12 @@ def training_pipeline(params_path: str = "params.yaml", profile: str | None = No
     return result
 
 
-def _override(item: str) -> tuple[str, object]:
-    """``KEY=VALUE`` → (key, value); the value is parsed as JSON when it can be (``2``, ``1e-4``, ``[1]``)."""
-    key, sep, text = item.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
-    try:
-        return key, json.loads(text)
-    except json.JSONDecodeError:
-        return key, text
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--profile", default=None)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=_override,
-                        help="dotted params override, value parsed as JSON when it can be (repeatable)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=parse_override,
+                        help="params override, e.g. sft.lr=1e-4; the value is read as JSON when it can be (repeatable)")
     parser.add_argument("--stop-after", choices=stages.STAGES, default=None)
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--dask", default=None, help="index and evaluate on Dask: local, or tcp://scheduler:8786")

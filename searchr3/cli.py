@@ -16,6 +16,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from searchr3.config import parse_override
 from searchr3.errors import EXIT_CONFIG, ConfigError, exit_code, one_line
 
 
@@ -25,6 +26,13 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(EXIT_CONFIG, f"searchr3: error: {message} (see `{self.prog} --help`)\n")
 
+class _Overrides(argparse.Action):
+    """Each ``--set SECTION.KEY=VALUE`` into one dict ``args.overrides`` (a key given twice: the last wins)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        setattr(namespace, self.dest, {**getattr(namespace, self.dest), value[0]: value[1]})
+
+
 COMMANDS = ["model", "data", "validate", "evaluate", "stage", "index", "search", "serve"]
 
 
@@ -32,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="searchr3", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     parser.add_argument("--profile", default=None, help="profile in params.yaml to apply")
+    parser.add_argument("--set", dest="overrides", action=_Overrides, type=parse_override, default={},
+                        metavar="SECTION.KEY=VALUE",
+                        help="override one parameter after the profile, e.g. --set sft.temperature=0.05 (repeatable; "
+                             "the value is read as JSON when it can be); refused for a stage that dvc repro runs")
     parser.add_argument("--debug", action="store_true", default=bool(os.environ.get("SEARCHR3_DEBUG")),
                         help="on an error, also print the Python traceback (or set SEARCHR3_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +58,8 @@ def report_error(err: BaseException, args: argparse.Namespace) -> int:
         err.file = args.params  # the error came from the parameters file the command read
         if args.profile or os.environ.get("SEARCHR3_PROFILE"):
             err.message += f" (profile {args.profile or os.environ['SEARCHR3_PROFILE']})"
+    if isinstance(err, ConfigError) and args.overrides and "--set" not in err.message:
+        err.message += " (with --set " + ", ".join(f"{k}={v!r}" for k, v in args.overrides.items()) + ")"
     if args.debug:
         traceback.print_exception(err)
     report = getattr(err, "report", None)

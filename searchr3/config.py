@@ -10,9 +10,11 @@ and its values are deep-merged over the sections.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import dataclasses
+import json
 import os
 import re
 import types
@@ -49,6 +51,20 @@ def _set_dotted(d: dict, dotted: str, value: Any) -> None:
     for k in keys[:-1]:
         d = d.setdefault(k, {})
     d[keys[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``SECTION.KEY=VALUE`` (``--set`` on the command lines) → (dotted key, value); the value is read as JSON
+    when it can be (``2``, ``1e-4``, ``true``, ``[1, 2]``), else kept as text. An argparse ``type=``: a bad item
+    raises ArgumentTypeError, which the parser reports as a one-line usage error."""
+    key, sep, text = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) < 2 or not all(parts):
+        raise argparse.ArgumentTypeError(f"expected SECTION.KEY=VALUE (e.g. sft.temperature=0.05), got {item!r}")
+    try:
+        return key.strip(), json.loads(text)
+    except json.JSONDecodeError:
+        return key.strip(), text
 
 
 def _read_yaml(path: Path) -> dict:
@@ -103,6 +119,9 @@ def load_params(path: str | Path = DEFAULT_PARAMS, profile: str | None = None,
             raise ConfigError(f"[profiles.{name}]: expected a mapping of sections", path)
         raw = _deep_merge(raw, profiles[name])
     for k, v in (overrides or {}).items():
+        if not isinstance(raw.get(k.split(".")[0]), dict):
+            raise ConfigError(f"override {k}={v!r}: no section `{k.split('.')[0]}:` to set it in; "
+                              f"known: {sorted(n for n, v in raw.items() if isinstance(v, dict))}", path)
         _set_dotted(raw, k, v)
     for old, new in MOVED_SECTIONS.items():
         if old in raw:

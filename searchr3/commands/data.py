@@ -22,8 +22,8 @@ def register(sub) -> None:
 
 def params_or_defaults(args) -> dict:
     """params.yaml when it exists; an absent default file means every section takes its defaults."""
-    if Path(args.params).exists() or args.params != "params.yaml":
-        return load_params(args.params, args.profile)
+    if Path(args.params).exists() or args.params != "params.yaml" or args.overrides:
+        return load_params(args.params, args.profile, args.overrides)
     print(f"note: {args.params} not found; using default parameters", file=sys.stderr)
     return {}
 

@@ -1,6 +1,7 @@
 """searchr3 evaluate: score bm25, minilm or a trained model on a BEIR folder; print a table, write JSON."""
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -51,6 +52,8 @@ def reproduce_command(args) -> str:
         parts += ["--params", str(args.params)]
     if args.profile:
         parts += ["--profile", args.profile]
+    for key, value in args.overrides.items():
+        parts += ["--set", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
     parts += ["evaluate", "--model", args.model, "--dataset", str(args.dataset), "--split", args.split]
     if args.reasoning:
         parts.append("--reasoning")

@@ -33,7 +33,7 @@ def _serve(args) -> int:
     if (args.model is None) != (args.index is None):
         print("error: --model and --index go together (serve that pair, without watching the record)", file=sys.stderr)
         return 2
-    params = load_params(args.params, args.profile)
+    params = load_params(args.params, args.profile, args.overrides)
     config = section(params, "serve", ServeConfig)
     overrides = {k: v for k, v in {"port": args.port, "host": args.host, "record": args.record}.items() if v is not None}
     try:

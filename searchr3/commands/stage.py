@@ -72,10 +72,14 @@ def _run(args) -> int:
     from searchr3.config import load_params, profile_mismatch
     from searchr3.errors import ConfigError
 
-    if os.environ.get("DVC_STAGE") and not launched() and (why := profile_mismatch(args.params)):  # run by dvc repro / dvc exp run
-        raise ConfigError(why)
+    if os.environ.get("DVC_STAGE") and not launched():  # run by dvc repro / dvc exp run
+        if why := profile_mismatch(args.params):
+            raise ConfigError(why)
+        if args.overrides:
+            raise ConfigError(f"--set {', '.join(args.overrides)} in a stage that dvc runs: its lock would record "
+                              "params.yaml's values, not these; edit params.yaml or use `dvc exp run -S KEY=VALUE`")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params(args.params, args.profile)
+    params = load_params(args.params, args.profile, args.overrides)
     watched = os.environ.get(STOP_WITH_ENV, "")
     if watched.isdigit():
         stop_with(int(watched))
