@@ -10,7 +10,7 @@ from searchr3.train.lora import LoRAConfig
 class SFTConfig:
     mode: str = "lora"  # lora | full
     lora: LoRAConfig = field(default_factory=LoRAConfig)  # mode lora: rank, alpha, dropout, target modules (sft.lora.r ...)
-    steps: int = 48  # optimizer steps
+    steps: int = 96  # optimizer steps
     batch_size: int = 8  # queries per optimizer step (split into grad_accum micro-batches)
     grad_accum: int = 1
     lr: float = 2.0e-4
