@@ -1,5 +1,6 @@
 """SFT trainer on a tiny random model: loss goes down, resume is exact, both modes export loadable folders."""
 import random
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -112,6 +113,48 @@ def test_one_format_the_trainer_builds_what_the_embedder_embeds(tiny_model_dir):
     # a trace text that already ends with the closing phrase is not closed twice
     again = e.query_sequences([rows[0]["query"]], [TRACES["q0"] + "\nThe embedding is <|embed_token|>"])[0]
     assert again.ids == built[0]
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_bare_reasoning_rows_embed_what_inference_embeds_when_the_model_closes_at_once(tiny_model_dir, packed):
+    """``bare_reasoning_share``: rows without a kept trace train the reasoning format with an empty trace (the
+    reasoning prompt + the closing suffix), InfoNCE only; traced rows keep their CE and KL targets."""
+    e = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
+    rows = toy_rows()[:6]  # q0, q1 traced; q2..q5 not
+    cfg = config(bare_reasoning_share=1.0, max_query_tokens=e.config.max_query_tokens)
+    batch = SFTBatchBuilder(e, cfg, TRACES).build(rows)
+    built = [row[: int(m.sum())].tolist() for row, m in zip(batch["q"][0], batch["q"][1])]
+    closing = e.tokenizer("\nThe embedding is <|embed_token|>", add_special_tokens=False)["input_ids"]
+    for i in range(2, 6):
+        prompt = e.tokenize_reasoning_prompts([rows[i]["query"]])
+        assert built[i] == Reasoning(e, prompt, [closing]).full_ids[0]  # the model answered the token at once
+        assert (batch["labels"][i] == IGNORE_INDEX).all() and (batch["kl_labels"][i] == IGNORE_INDEX).all()
+    assert (batch["labels"][:2] != IGNORE_INDEX).any(dim=1).all()  # the traced rows: CE as before
+    assert built[0] == SFTBatchBuilder(e, config(max_query_tokens=e.config.max_query_tokens), TRACES).build(rows[:1])[
+        "q"][0][0].tolist()
+    # a batch with no CE target at all still gives a finite loss and a gradient (InfoNCE)
+    loss = CompositeLoss(cfg.lambda_ce, cfg.lambda_kl, cfg.lambda_nce, cfg.lambda_tri, temperature=cfg.temperature)
+    e.model.train()
+    out = compute_loss(e.model, SFTBatchBuilder(e, cfg, {}, packed=packed).build(rows), loss, e.embed_token_id, cfg,
+                       reference=lambda: nullcontext(e.model))
+    assert torch.isfinite(out.total)
+    out.total.backward()
+    assert e.model.get_input_embeddings().weight.grad.abs().sum() > 0
+
+
+def test_bare_reasoning_share_picks_a_fixed_subset_of_the_queries(tiny_model_dir):
+    e = Embedder.from_pretrained(tiny_model_dir, precision="fp32")
+    rows = toy_rows()
+
+    def bare(share, seed=0):
+        batch = SFTBatchBuilder(e, config(bare_reasoning_share=share, seed=seed), {}).build(rows)
+        built = [ids[: int(m.sum())].tolist() for ids, m in zip(batch["q"][0], batch["q"][1])]
+        prompts = e.tokenize_reasoning_prompts([r["query"] for r in rows], config().max_query_tokens)
+        return {r["query_id"] for r, ids, prompt in zip(rows, built, prompts) if ids[: len(prompt)] == prompt}
+
+    half = bare(0.5)
+    assert bare(0.0) == set() and bare(1.0) == {r["query_id"] for r in rows}
+    assert 0 < len(half) < len(rows) and bare(0.5) == half and bare(0.5, seed=1) != half
 
 
 def test_infonce_mask_covers_a_positive_shared_by_two_rows(tiny_model_dir):

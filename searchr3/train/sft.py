@@ -30,9 +30,10 @@ from pathlib import Path
 
 import torch
 
+from searchr3.data.nq import stable_fraction
 from searchr3.data.types import RetrievalSet
 from searchr3.model.config import IGNORE_INDEX, ModelConfig
-from searchr3.model.embedder import Embedder, pad_labelled
+from searchr3.model.embedder import Embedder, LabelledSequence, pad_labelled
 from searchr3.model.padding import pad_batch
 from searchr3.train import common
 from searchr3.train.distributed import SINGLE, Dist
@@ -76,7 +77,11 @@ class SFTBatchBuilder:
         """``everyone``: on N processes, the global batch whose documents InfoNCE sees (``rows`` is this rank's share)."""
         e, k = self.e, self.c.negatives_per_query
         traced = [self.traces.get(r["query_id"]) for r in rows]
+        bare = [trace is None and stable_fraction(r["query_id"], self.c.seed) < self.c.bare_reasoning_share
+                for r, trace in zip(rows, traced)]
+        traced = ["" if b else trace for b, trace in zip(bare, traced)]
         queries = e.query_sequences([r["query"] for r in rows], traced, self.c.max_query_tokens, self.c.max_trace_tokens)
+        queries = [LabelledSequence(seq.ids, [IGNORE_INDEX] * len(seq.ids)) if b else seq for b, seq in zip(bare, queries)]
         kl_cut = [len(seq.ids) - e.closing_tokens if trace is not None else 0 for seq, trace in zip(queries, traced)]
         docs = e.tokenize_documents(row_documents(rows, k), self.c.max_doc_tokens)
         positives = self.positives if self.positives is not None else known_positives(rows)

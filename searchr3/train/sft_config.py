@@ -38,6 +38,10 @@ class SFTConfig:
     trace_warmup_steps: int = 8  # direct-only steps before the candidate traces are scored by the model being trained
     #                              (in the exact training format); the kept ones then join the rows
     trace_repeats: int = 30  # each row with a kept trace appears this many times per epoch (oversampled); 1 = once
+    bare_reasoning_share: float = 0.0  # of the rows without a kept trace, the share (a fixed subset of queries) that
+    #                                    train in the reasoning format with an empty trace: the reasoning prompt + the
+    #                                    closing suffix, what inference embeds when the model closes at once;
+    #                                    InfoNCE and triplet only (no CE, no KL: they must not teach it to skip its analysis)
     precision: str = "auto"  # bf16 autocast: auto | bf16 | fp32
     gradient_checkpointing: bool = False
     eval_every: int = 24  # dev nDCG@10 every N steps (and at the end); best checkpoint is exported
