@@ -26,6 +26,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(EXIT_CONFIG, f"searchr3: error: {message} (see `{self.prog} --help`)\n")
 
+
 class _Overrides(argparse.Action):
     """Each ``--set SECTION.KEY=VALUE`` into one dict ``args.overrides`` (a key given twice: the last wins)."""
 

@@ -50,7 +50,8 @@ def _build(args) -> int:
               file=sys.stderr)
         return 2
     model = args.model or production_model()
-    summary = stages.index(load_params(args.params, args.profile, args.overrides), model=model, corpus_dir=args.corpus, out=args.out)
+    params = load_params(args.params, args.profile, args.overrides)
+    summary = stages.index(params, model=model, corpus_dir=args.corpus, out=args.out)
     print(dump(summary))
     print(f"search it: searchr3 search \"QUERY\" --index {args.out} --model {model}", file=sys.stderr)
     return 0

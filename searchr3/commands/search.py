@@ -27,7 +27,8 @@ def _search(args) -> int:
     index_dir = args.index or production_index()
     model_dir = args.model or production_model()
     manifest = read_manifest(index_dir)
-    embedder = Embedder.from_pretrained(model_dir, config=section(load_params(args.params, args.profile, args.overrides), "model", ModelConfig))
+    config = section(load_params(args.params, args.profile, args.overrides), "model", ModelConfig)
+    embedder = Embedder.from_pretrained(model_dir, config=config)
     if manifest.get("model_checksum") != embedder.checksum:
         raise ArtifactError(Path(index_dir) / "manifest.json", None, "index_model_mismatch",
                             f"the index was encoded by model {str(manifest.get('model_checksum'))[:12]}, not by "
