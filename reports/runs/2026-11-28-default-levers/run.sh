@@ -21,6 +21,8 @@ run_arm() {  # NAME --set ... : the SFT stage in its own folder, then dev and te
 run_arm dg --set sft.steps=48 --set sft.doc_grad=true
 run_arm s96 --set sft.steps=96 --set sft.doc_grad=false
 run_arm s192 --set sft.steps=192 --set sft.doc_grad=false
+run_arm s144 --set sft.steps=144 --set sft.doc_grad=false
+cp arm-s144/dvclive/sft/plots/metrics/dev/ndcg@10.tsv $HERE/sft-s144-dev-checks.tsv
 cp arm-s192/dvclive/sft/plots/metrics/dev/ndcg@10.tsv $HERE/sft-s192-dev-checks.tsv   # the stage's dev check every 24 steps
 for split in dev test; do  # MiniLM on the same data (the code-search set depends on the interpreter's stdlib)
   bin/searchr3 evaluate --model minilm --dataset data/eval/codesearch-$split --split $split --cap 256 \
@@ -31,6 +33,7 @@ for s in dev test; do  # the 48-step arm at tau 0.02 (run beside the 0.05 one, s
 python3 reports/runs/metrics_json.py $HERE codesearch-dev:minilm=minilm-dev-256.json codesearch-test:minilm=minilm-test-256.json \
   codesearch-dev:sft@48=sft-48-dev-256.json \
   codesearch-dev:sft@48+doc_grad=sft-dg-dev-256.json codesearch-dev:sft@96=sft-s96-dev-256.json \
-  codesearch-dev:sft@192=sft-s192-dev-256.json codesearch-test:sft@48=sft-48-test-256.json \
+  codesearch-dev:sft@144=sft-s144-dev-256.json codesearch-dev:sft@192=sft-s192-dev-256.json \
+  codesearch-test:sft@48=sft-48-test-256.json codesearch-test:sft@144=sft-s144-test-256.json \
   codesearch-test:sft@48+doc_grad=sft-dg-test-256.json codesearch-test:sft@96=sft-s96-test-256.json \
   codesearch-test:sft@192=sft-s192-test-256.json
