@@ -119,9 +119,10 @@ def load_params(path: str | Path = DEFAULT_PARAMS, profile: str | None = None,
             raise ConfigError(f"[profiles.{name}]: expected a mapping of sections", path)
         raw = _deep_merge(raw, profiles[name])
     for k, v in (overrides or {}).items():
-        if not isinstance(raw.get(k.split(".")[0]), dict):
-            raise ConfigError(f"override {k}={v!r}: no section `{k.split('.')[0]}:` to set it in; "
-                              f"known: {sorted(n for n, v in raw.items() if isinstance(v, dict))}", path)
+        section_name = k.split(".")[0]
+        if not isinstance(raw.get(section_name), dict):
+            known = sorted(name for name, value in raw.items() if isinstance(value, dict))
+            raise ConfigError(f"override {k}={v!r}: no section `{section_name}:` to set it in; known: {known}", path)
         _set_dotted(raw, k, v)
     for old, new in MOVED_SECTIONS.items():
         if old in raw:
