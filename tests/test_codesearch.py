@@ -142,7 +142,7 @@ def test_stdlib_build_is_deterministic(stdlib_builds):
 def test_stdlib_build_sizes_and_meta(stdlib_builds):
     sets = stdlib_builds[0]
     assert (len(sets["test"].queries), len(sets["test"].corpus)) == (200, 1000)
-    assert (len(sets["dev"].queries), len(sets["dev"].corpus)) == (100, 500)
+    assert (len(sets["dev"].queries), len(sets["dev"].corpus)) == (300, 500)
     assert 1000 <= len(sets["train"].queries) <= 3000
     meta = sets["test"].meta
     assert meta["python"] == platform.python_version() and meta["seed"] == 0

@@ -43,8 +43,9 @@ def config(**kw):
     # temperature: these tests' step sizes and tolerances were set at InfoNCE tau 0.05 on the tiny random model
     # (at params.yaml's 0.02, full fine-tuning at lr 1e-3 overshoots in 8 steps and logits 2.5x larger scale the
     # packed-vs-padded rounding past the gradient tolerance)
+    # doc_grad and bare_reasoning_share: off, as when these tests were written (the tests of each set them)
     base = dict(steps=4, batch_size=4, eval_every=2, checkpoint_every=2, lr=5e-3, warmup_steps=1, precision="fp32",
-                dev_max_docs=50, trace_warmup_steps=2, temperature=0.05)
+                dev_max_docs=50, trace_warmup_steps=2, temperature=0.05, doc_grad=False, bare_reasoning_share=0.0)
     return SFTConfig(**(base | kw))
 
 

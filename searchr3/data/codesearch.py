@@ -186,7 +186,7 @@ def _as_set(name: str, corpus_funcs: list[Function], query_funcs: list[Function]
 
 
 def build_codesearch(seed: int = 0, *, root: str | Path | None = None, test_queries: int = 200,
-                     test_docs: int = 1000, dev_queries: int = 100, dev_docs: int = 500, train_pairs: int = 3000,
+                     test_docs: int = 1000, dev_queries: int = 300, dev_docs: int = 500, train_pairs: int = 3000,
                      dev_fraction: float = 0.15, test_fraction: float = 0.3,
                      summary_chars: tuple[int, int] = (20, 300), source_chars: tuple[int, int] = (60, 3000),
                      progress: bool = False) -> dict[str, RetrievalSet]:

@@ -22,7 +22,7 @@ class SFTConfig:
     max_query_tokens: int = 64  # = model.max_query_tokens: the cut inference uses
     max_doc_tokens: int = 256  # = model.max_doc_tokens and evaluate.doc_caps[0]: trained at the cut it is scored at
     max_trace_tokens: int = 32
-    doc_grad: bool = False  # back-propagate through the document side too (GPU); False: documents encoded without grad (CPU default)
+    doc_grad: bool = True  # back-propagate through the document side too; False: documents encoded without grad (half the time)
     temperature: float = 0.02  # InfoNCE τ (params.yaml)
     in_batch_negatives: bool = True
     margin: float = 0.1  # triplet θ
@@ -38,13 +38,13 @@ class SFTConfig:
     trace_warmup_steps: int = 8  # direct-only steps before the candidate traces are scored by the model being trained
     #                              (in the exact training format); the kept ones then join the rows
     trace_repeats: int = 30  # each row with a kept trace appears this many times per epoch (oversampled); 1 = once
-    bare_reasoning_share: float = 0.0  # of the rows without a kept trace, the share (a fixed subset of queries) that
+    bare_reasoning_share: float = 0.5  # of the rows without a kept trace, the share (a fixed subset of queries) that
     #                                    train in the reasoning format with an empty trace: the reasoning prompt + the
     #                                    closing suffix, what inference embeds when the model closes at once;
     #                                    InfoNCE and triplet only (no CE, no KL: they must not teach it to skip its analysis)
     precision: str = "auto"  # bf16 autocast: auto | bf16 | fp32
     gradient_checkpointing: bool = False
-    eval_every: int = 24  # dev nDCG@10 every N steps (and at the end); best checkpoint is exported
+    eval_every: int = 48  # dev nDCG@10 every N steps (and at the end); best checkpoint is exported
     dev_set: str | None = None  # evaluation set (data/eval/<name>) the best checkpoint is chosen on; null: first *-dev
     dev_max_queries: int = 100
     dev_max_docs: int = 300  # dev corpus cap during training (positives + random distractors): a sample reads higher than
