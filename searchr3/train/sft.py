@@ -7,9 +7,9 @@ twice in a batch:
     the direct query template. Every row has a CE target: the assistant's response through the token (the
     trace and its closing suffix, or the direct template's ``The embedding is <|embed_token|>``), so the model
     learns to emit the token; KL to the reference covers only the trace's own tokens (never the token).
-    ``bare_reasoning_share`` (default 0): a fixed seeded share of the rows without a kept trace take the reasoning
-    format with an empty trace instead (what inference embeds when the model closes at once), InfoNCE and triplet
-    only (no CE or KL target);
+    ``bare_reasoning_share`` (default 0.5; 0 in the scifact profile): a fixed seeded share of the rows without a
+    kept trace take the reasoning format with an empty trace instead (what inference embeds when the model closes
+    at once), InfoNCE and triplet only (no CE or KL target);
   * traces: the first ``trace_warmup_steps`` steps are direct-only; then the model being trained scores the
     candidate traces in that format (``traces.score_candidates``), and rows with a kept trace are oversampled
     ``trace_repeats`` times per epoch;
