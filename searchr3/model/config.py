@@ -39,4 +39,6 @@ class ModelConfig:
     max_query_tokens: int = 64
     max_new_tokens: int = 48  # reasoning length cap
     temperature: float = 0.0  # reasoning at evaluation: 0 = greedy
+    no_repeat_ngram: int = 3  # reasoning at evaluation and serving: a trace may not repeat a 3-gram it generated
+    #                           (0 = off; generation.decode); training samplers (SFT traces, GRPO) decode without it
     templates: Templates = field(default_factory=Templates)

@@ -397,16 +397,19 @@ class Embedder:
     @torch.inference_mode()
     def generate_reasoning(self, texts: list[str], batch_size: int | None = None, progress: bool = False,
                            temperature: float | None = None, max_new_tokens: int | None = None,
-                           max_time: float | None = None, share_prompts: bool = True) -> "Reasoning":
+                           max_time: float | None = None, share_prompts: bool = True,
+                           no_repeat_ngram: int | None = None) -> "Reasoning":
         """Generate an analysis per query; returns prompt ids, generated ids and full ids ending in the token.
 
         ``max_time`` (seconds) stops each batch's generation when it runs out (a time budget for serving).
         ``share_prompts``: a query repeated in ``texts`` (GRPO's group) gets one prompt pass (``generation.decode``).
+        ``no_repeat_ngram``: ``None`` takes ``model.no_repeat_ngram`` (evaluation, serving); the training samplers pass 0.
         """
         prompts = self.tokenize_reasoning_prompts(texts)
         bs = batch_size or max(self.config.batch_size, 1)
         temp = self.config.temperature if temperature is None else temperature
         max_new = max_new_tokens or self.config.max_new_tokens
+        ngram = self.config.no_repeat_ngram if no_repeat_ngram is None else no_repeat_ngram
         generated: list[list[int]] = [[] for _ in texts]
         stops: list[int | None] = [None for _ in texts]
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -415,7 +418,7 @@ class Embedder:
         for start in range(0, len(order), bs):
             b = order[start: start + bs]
             out = decode(self.model, [prompts[i] for i in b], self.pad_id, stop, max_new, temp, max_time=max_time,
-                         share_prompts=share_prompts)
+                         share_prompts=share_prompts, no_repeat_ngram=ngram)
             for new_ids, i in zip(out, b):
                 generated[i], stops[i] = self._cut_trace(new_ids)
             if bar:

@@ -12,6 +12,11 @@ cache rows and first logits are then copied per prompt (``share_prompts``).
 Decoding is greedy at ``temperature == 0``, else plain sampling from ``softmax(logits / temperature)``
 (``generate``'s ``do_sample=True, top_k=0, top_p=1.0``). Greedy output matches ``generate`` token for
 token; sampled output follows the same distribution (not the same draws: finished rows draw nothing).
+
+``no_repeat_ngram`` = n > 0 bans, per row, every token that would repeat an n-gram the row has already generated
+(``generate``'s ``no_repeat_ngram_size``, counted over the generated tokens only, not the prompt): a small model's
+greedy trace that falls into a loop (the same line again and again up to the length cap, never closing) is made
+to write something else, and closing is one of the things it can write.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ from searchr3.model.padding import pad_batch
 
 
 def decode(model, prompts: list[list[int]], pad_id: int, stop_ids: set[int], max_new_tokens: int,
-           temperature: float = 0.0, max_time: float | None = None, share_prompts: bool = True) -> list[list[int]]:
+           temperature: float = 0.0, max_time: float | None = None, share_prompts: bool = True,
+           no_repeat_ngram: int = 0) -> list[list[int]]:
     """Generate up to ``max_new_tokens`` per prompt; each list ends at (and includes) its first stop token.
 
     ``max_time`` (seconds, a serving budget): no new step starts once it has passed; rows then end where they are.
@@ -50,6 +56,8 @@ def decode(model, prompts: list[list[int]], pad_id: int, stop_ids: set[int], max
         logits, mask, pos = logits[source], mask[source], pos[source]
     next_pos = pos[:, -1:] + 1
     for step in range(max_new_tokens):
+        if no_repeat_ngram > 0:
+            logits = ban_repeated_ngrams(logits, [generated[r] for r in rows.tolist()], no_repeat_ngram)
         token = _pick(logits, temperature)
         for row, t in zip(rows.tolist(), token.tolist()):
             generated[row].append(t)
@@ -67,6 +75,27 @@ def decode(model, prompts: list[list[int]], pad_id: int, stop_ids: set[int], max
                        use_cache=True).logits[:, -1]
         next_pos = next_pos + 1
     return generated
+
+
+def banned_tokens(history: list[int], n: int) -> set[int]:
+    """Tokens that would complete an ``n``-gram already in ``history`` (given its last ``n - 1`` tokens)."""
+    if n <= 0 or len(history) < n - 1:
+        return set()
+    if n == 1:
+        return set(history)
+    tail = history[len(history) - n + 1:]
+    return {history[i + n - 1] for i in range(len(history) - n + 1) if history[i: i + n - 1] == tail}
+
+
+def ban_repeated_ngrams(logits: torch.Tensor, histories: list[list[int]], n: int) -> torch.Tensor:
+    """``logits`` (rows, vocab) with ``-inf`` at each row's ``banned_tokens``; unchanged when nothing is banned."""
+    hits = [(row, t) for row, history in enumerate(histories) for t in banned_tokens(history, n)]
+    if not hits:
+        return logits
+    logits = logits.clone()
+    rows, tokens = zip(*hits)
+    logits[list(rows), list(tokens)] = float("-inf")
+    return logits
 
 
 def _pick(logits: torch.Tensor, temperature: float) -> torch.Tensor:

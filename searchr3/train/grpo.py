@@ -220,12 +220,13 @@ class Rewards:
 
 
 def rollout(trainee: Trainee, batch: list[dict], config: GRPOConfig) -> Reasoning:
-    """1. ``group_size`` reasoning traces per query, sampled from the current policy."""
+    """1. ``group_size`` reasoning traces per query, sampled from the current policy (no n-gram ban: the log-probs
+    ``score`` computes are those of the distribution the traces were drawn from)."""
     trainee.model.eval()
     with trainee.autocast(), torch.no_grad(), trainee.merged():
         return trainee.embedder.generate_reasoning([r["query"] for r in batch for _ in range(config.group_size)],
                                                    batch_size=config.micro_batch, temperature=config.temperature,
-                                                   share_prompts=trainee.fast)
+                                                   share_prompts=trainee.fast, no_repeat_ngram=0)
 
 
 def score(trainee: Trainee, reasoning: Reasoning, micro_batch: int, temperature: float) -> Scores:

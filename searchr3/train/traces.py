@@ -50,7 +50,7 @@ def sample_self_traces(embedder, rows: list[dict], n_queries: int, n_samples: in
     torch.manual_seed(seed)
     for sample in range(n_samples):
         gen = embedder.generate_reasoning([r["query"] for r in chosen], temperature=temperature,
-                                          max_new_tokens=max_new_tokens, progress=progress)
+                                          max_new_tokens=max_new_tokens, progress=progress, no_repeat_ngram=0)
         vectors = embedder.encode_ids(gen.full_ids)
         for i, r in enumerate(chosen):
             pos, negs = doc_vec[r["positive"]], np.stack([doc_vec[n] for n in r["negatives"]])
