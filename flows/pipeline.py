@@ -16,7 +16,7 @@ import sys
 from prefect import flow, get_run_logger
 
 from searchr3 import stages
-from searchr3.config import load_params, parse_override
+from searchr3.config import add_overrides_argument, load_params
 from flows.on_dask import evaluate_on_dask, index_on_dask
 from tasks.logs import route_library_logs
 from tasks.stages import STAGE_TASKS
@@ -57,15 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--profile", default=None)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=parse_override,
-                        help="params override, e.g. sft.lr=1e-4; the value is read as JSON when it can be (repeatable)")
+    add_overrides_argument(parser)
     parser.add_argument("--stop-after", choices=stages.STAGES, default=None)
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--dask", default=None, help="index and evaluate on Dask: local, or tcp://scheduler:8786")
     parser.add_argument("--dask-workers", type=int, default=2)
     args = parser.parse_args(argv)
-    overrides = dict(args.set)
-    state = training_pipeline(args.params, args.profile, overrides or None, args.stop_after, args.progress,
+    state = training_pipeline(args.params, args.profile, args.overrides or None, args.stop_after, args.progress,
                               args.dask, args.dask_workers, return_state=True)
     return 0 if state.is_completed() else 1
 

@@ -16,7 +16,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from searchr3.config import parse_override
+from searchr3.config import add_overrides_argument
 from searchr3.errors import EXIT_CONFIG, ConfigError, exit_code, one_line
 
 
@@ -27,13 +27,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_CONFIG, f"searchr3: error: {message} (see `{self.prog} --help`)\n")
 
 
-class _Overrides(argparse.Action):
-    """Each ``--set SECTION.KEY=VALUE`` into one dict ``args.overrides`` (a key given twice: the last wins)."""
-
-    def __call__(self, parser, namespace, value, option_string=None):
-        setattr(namespace, self.dest, {**getattr(namespace, self.dest), value[0]: value[1]})
-
-
 COMMANDS = ["model", "data", "validate", "evaluate", "stage", "index", "search", "serve"]
 
 
@@ -41,10 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="searchr3", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     parser.add_argument("--profile", default=None, help="profile in params.yaml to apply")
-    parser.add_argument("--set", dest="overrides", action=_Overrides, type=parse_override, default={},
-                        metavar="SECTION.KEY=VALUE",
-                        help="override one parameter after the profile, e.g. --set sft.temperature=0.05 (repeatable; "
-                             "the value is read as JSON when it can be); refused for a stage that dvc repro runs")
+    add_overrides_argument(parser, "; refused for a stage that dvc repro runs")
     parser.add_argument("--debug", action="store_true", default=bool(os.environ.get("SEARCHR3_DEBUG")),
                         help="on an error, also print the Python traceback (or set SEARCHR3_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -67,6 +67,21 @@ def parse_override(item: str) -> tuple[str, Any]:
         return key.strip(), text
 
 
+
+class _Overrides(argparse.Action):
+    """Each ``--set SECTION.KEY=VALUE`` into one dict (a key given twice: the last wins)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        setattr(namespace, self.dest, {**getattr(namespace, self.dest), value[0]: value[1]})
+
+
+def add_overrides_argument(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """``--set SECTION.KEY=VALUE`` (repeatable) on a command line, collected into ``args.overrides`` (a dict)."""
+    parser.add_argument("--set", dest="overrides", action=_Overrides, type=parse_override, default={},
+                        metavar="SECTION.KEY=VALUE",
+                        help="override one parameter after the profile, e.g. --set sft.temperature=0.05 (repeatable; "
+                             "the value is read as JSON when it can be)" + note)
+
 def _read_yaml(path: Path) -> dict:
     """The top-level mapping of a YAML file; every failure is a ConfigError naming the file."""
     if not path.exists():

@@ -195,6 +195,25 @@ def test_overrides_apply_after_the_profile():
     assert section(load_params(PARAMS, "tiny"), "sft", SFTConfig).steps == 2  # the profile's value without it
 
 
+def test_both_command_lines_collect_overrides_alike(monkeypatch):
+    """``searchr3 --set`` and ``python -m flows.pipeline --set``: one dict, a key given twice keeps the last value."""
+    import flows.pipeline as pipeline
+    from searchr3.cli import build_parser
+
+    argv = ["--set", "sft.lr=1e-4", "--set", "sft.steps=3", "--set", "sft.lr=2e-4"]
+    expected = {"sft.lr": 2e-4, "sft.steps": 3}
+    assert build_parser().parse_args(argv + ["stage", "sft"]).overrides == expected
+    seen = {}
+
+    class Done:
+        def is_completed(self):
+            return True
+
+    monkeypatch.setattr(pipeline, "training_pipeline", lambda params, profile, overrides, *a, **kw:
+                        seen.setdefault("overrides", overrides) and Done())
+    assert pipeline.main(argv) == 0 and seen["overrides"] == expected
+
+
 def test_an_unknown_section_is_refused_naming_it():
     with pytest.raises(ConfigError, match="override sfft.lr=1: no section `sfft:`"):
         load_params(PARAMS, overrides={"sfft.lr": 1})
