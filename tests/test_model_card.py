@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from searchr3.cli import main
+from searchr3.errors import EXIT_CONFIG
 from searchr3.model.card import base_model_of, datasets_of, model_card
 
 METRICS = {"scifact-test": {"bm25": {"split": "test", "cap": None, "queries": 300, "ndcg@10": 0.6650, "recall@100": 0.9, "mrr@10": 0.63},
@@ -98,3 +99,6 @@ def test_model_card_command(trained_chain, tmp_path, capsys, monkeypatch):
     assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta["model-index"]
     assert main(["model", "card", "models/nothing"]) == 2
     assert "models/nothing: not a model folder (no config.json)" in capsys.readouterr().err
+    assert not (trained_chain / "params.yaml").exists()  # overrides of no file are refused, not ignored
+    assert main(["--set", "model.max_doc_tokens=64", "model", "card", "models/rl"]) == EXIT_CONFIG
+    assert "--set needs the parameters file it overrides; params.yaml not found" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from searchr3.config import load_params, section
+from searchr3.errors import ConfigError
 from searchr3.model.config import ModelConfig
 
 
@@ -66,6 +67,8 @@ def _card(args) -> int:
         return 2
     metrics = _json_file(Path(args.metrics))
     data_manifest = _json_file(Path(args.data_manifest))
+    if args.overrides and not Path(args.params).exists():
+        raise ConfigError(f"--set needs the parameters file it overrides; {args.params} not found")
     config = section(load_params(args.params, args.profile, args.overrides), "model", ModelConfig) \
         if Path(args.params).exists() else None
     out = write_model_card(folder, args.out, metrics=metrics, system=args.system, base_model=args.base_model,
