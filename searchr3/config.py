@@ -67,7 +67,6 @@ def parse_override(item: str) -> tuple[str, Any]:
         return key.strip(), text
 
 
-
 class _Overrides(argparse.Action):
     """Each ``--set SECTION.KEY=VALUE`` into one dict (a key given twice: the last wins)."""
 
@@ -81,6 +80,7 @@ def add_overrides_argument(parser: argparse.ArgumentParser, note: str = "") -> N
                         metavar="SECTION.KEY=VALUE",
                         help="override one parameter after the profile, e.g. --set sft.temperature=0.05 (repeatable; "
                              "the value is read as JSON when it can be)" + note)
+
 
 def _read_yaml(path: Path) -> dict:
     """The top-level mapping of a YAML file; every failure is a ConfigError naming the file."""
