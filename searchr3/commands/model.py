@@ -67,10 +67,10 @@ def _card(args) -> int:
         return 2
     metrics = _json_file(Path(args.metrics))
     data_manifest = _json_file(Path(args.data_manifest))
-    if args.overrides and not Path(args.params).exists():
+    has_params = Path(args.params).exists()
+    if args.overrides and not has_params:
         raise ConfigError(f"--set needs the parameters file it overrides; {args.params} not found")
-    config = section(load_params(args.params, args.profile, args.overrides), "model", ModelConfig) \
-        if Path(args.params).exists() else None
+    config = section(load_params(args.params, args.profile, args.overrides), "model", ModelConfig) if has_params else None
     out = write_model_card(folder, args.out, metrics=metrics, system=args.system, base_model=args.base_model,
                            datasets=datasets_of(data_manifest), config=config)
     print(f"wrote {out}" + ("" if metrics else f" (no evaluation: {args.metrics} not found)"))
