@@ -31,7 +31,7 @@ $E --model sfrl/models/rl --dataset ../shared/data/scifact --split test --reason
 # the SFT model's direct rows over the whole corpus are ../2026-11-28-scifact-tau02/sft-{dev,test}-256.json (same weights,
 # sha256 5fd33ed8aa4c; fp32). A second whole-corpus encode for sft+reasoning did not fit the session, so SFT and RL are
 # compared, direct and with reasoning, on the test claims over a 1,000-abstract sample (every judged abstract + random)
-python3 $HERE/make_sample.py ../shared/data/scifact sample/scifact-test-1k
+.venv/bin/python $HERE/make_sample.py ../shared/data/scifact sample/scifact-test-1k
 for m in sft rl; do
   $E --model sfrl/models/$m --dataset sample/scifact-test-1k --split test --reasoning --out $HERE/$m-test1k-reasoning.json
   $E --model sfrl/models/$m --dataset sample/scifact-test-1k --split test --out $HERE/$m-test1k.json
