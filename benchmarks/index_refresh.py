@@ -16,8 +16,9 @@ rl stage's run: its per-step rewards are compared with the stage's dvclive log w
 document vectors; four copies of the index are kept: selective (before step s scores, the documents of
 order[s] and their graph neighbours, within a budget, plus a rotating slice), random (as many stale
 documents, drawn at random), full (everything) and none (version 0). Top-10 fidelity on held-out probe
-queries; the last line is `ratio: R selective: S none: N` (R = selective cost / full cost, S and N the
-fidelities at the last step).
+queries; before it, the budget curve (``budget_curve``: a random 10-75 % of the documents re-encoded, the rest stale or
+moved by ``align_stale``); the last line is `ratio: R selective: S none: N` (R = selective cost / full cost, S and N
+the fidelities at the last step).
 
     python benchmarks/index_refresh.py --drift --quick        # models/sft (else models/base) on data/, a few minutes
 
@@ -56,7 +57,7 @@ import numpy as np
 
 from searchr3.files import write_json_atomic
 from searchr3.index import DocumentIndex, RefreshConfig, RefreshPolicy, fidelity, refresh
-from searchr3.index.refresh import row_cosine
+from searchr3.index.refresh import align_stale, row_cosine
 from searchr3.index.store import encode_in_batches
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
@@ -399,18 +400,41 @@ class DriftRun:
             previous = fresh
             probe = self.encode_queries(self.probe)
             fid = {arm: fidelity(arms[arm], fresh, probe, k=10) for arm in self.ARMS}
+            curve = budget_curve(ids, start, fresh, probe, seed=version)
             nxt = {arm: fidelity(arms[arm], fresh, next_q, k=10) for arm in ("selective", "aligned", "none")}
             row = {"step": version, "loss": loss, "sel_docs": sel_docs, "aln_docs": aln_docs,
                    "rand_docs": counter["random"] - sum(
                 r["rand_docs"] for r in rows), "full_docs": full_docs, "full_s": full_s,
                 "lag_mean": stats["staleness_mean"]} | {f"{a}_fid": fid[a] for a in self.ARMS} | {
-                "sel_next_fid": nxt["selective"], "aln_next_fid": nxt["aligned"], "none_next_fid": nxt["none"]} | moved
+                "sel_next_fid": nxt["selective"], "aln_next_fid": nxt["aligned"], "none_next_fid": nxt["none"]} | moved | curve
             rows.append(row)
             print(f"{version:>4} {loss:>6.3f} | {sel_docs:>8} {fid['selective']:>7.3f} {nxt['selective']:>8.3f} | "
                   f"{aln_docs:>8} {fid['aligned']:>7.3f} {nxt['aligned']:>8.3f} | "
                   f"{row['rand_docs']:>9} {fid['random']:>8.3f} | {full_docs:>9} {full_s:>6.1f} | {fid['none']:>8.3f} "
                   f"{nxt['none']:>9.3f} | {moved['moved_trained']:>10.4f} {moved['moved_other']:>8.4f}", flush=True)
         return {"rows": rows, "docs": len(ids)}
+
+
+SHARES = (0.1, 0.25, 0.5, 0.75)  # budget_curve: shares of the index re-encoded at random
+
+
+def budget_curve(ids: list[str], stale: np.ndarray, fresh: np.ndarray, probe: np.ndarray, seed: int) -> dict:
+    """What a budget buys at this step, without choosing: for each share in ``SHARES``, top-10 fidelity of the index
+    with that share of documents (drawn at random) re-encoded and every other one left at ``stale`` (the
+    never-refreshed vectors), and the same with those others moved by ``align_stale`` (the correction fitted on the
+    re-encoded ones). When even the corrected arm at a large share stays below a target,
+    no refresh at a small budget reaches it in this regime."""
+    rows = np.random.default_rng(seed).permutation(len(ids))
+    out = {}
+    for share in SHARES:
+        taken = rows[:max(1, int(round(share * len(ids))))]
+        index = DocumentIndex(kind="flat", encode_batch=64)
+        index.build_from_vectors(ids, stale, version=0)
+        index.update([ids[i] for i in taken], fresh[taken], 1)
+        out[f"share{int(share * 100)}_fid"] = fidelity(index, fresh, probe, k=10)
+        align_stale(index, stale[taken], fresh[taken], current_version=1)  # the rest, as align_stale moves them
+        out[f"share{int(share * 100)}_aligned_fid"] = fidelity(index, fresh, probe, k=10)
+    return out
 
 
 def moved_by_step(before: np.ndarray, after: np.ndarray, trained: list[int]) -> dict:
@@ -458,6 +482,10 @@ def run_drift(args) -> int:
           f"random {last['random_fid']:.3f}  none {last['none_fid']:.3f}")
     print(f"next step's queries (what the reward reads): selective {mean['sel_next_fid']:.3f}  "
           f"aligned {mean['aln_next_fid']:.3f}  none {mean['none_next_fid']:.3f}")
+    print("what a budget buys at the last step, without choosing (that share of documents re-encoded at random, the rest "
+          "never refreshed | the rest moved by the correction fitted on them): " + "  ".join(
+              f"{int(x * 100)}% {last[f'share{int(x * 100)}_fid']:.3f} | {last[f'share{int(x * 100)}_aligned_fid']:.3f}"
+              for x in SHARES))
     trained, other = (float(np.mean([r[k] for r in rows])) for k in ("moved_trained", "moved_other"))
     print(f"how far a document moves in one step (mean cosine distance to its previous vector): the documents the step "
           f"trained on {trained:.4f}, every other document {other:.4f} (ratio {trained / max(other, 1e-12):.2f}; "

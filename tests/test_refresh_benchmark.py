@@ -102,6 +102,8 @@ def test_drift_mode_runs_the_five_arms_on_real_training_and_ends_with_the_ratio_
         assert 0 < s["aln_docs"] <= 3  # aligned: the selective budget, on its own index
     assert steps[-1]["none_fid"] < 1.0  # real training moved the documents
     assert all(s["moved_trained"] > 0 and s["moved_other"] > 0 for s in steps)  # LoRA moves untrained documents too
+    assert all(f"share{int(x * 100)}_aligned_fid" in s for s in steps for x in bench.SHARES)
+    assert any(line.startswith("what a budget buys at the last step") for line in out)
     assert result["ratio"] == sum(s["sel_docs"] for s in steps) / 90
     assert any(line.startswith("how far a document moves in one step") for line in out)
 
@@ -113,3 +115,19 @@ def test_moved_by_step_splits_the_drift_between_trained_and_other_documents():
     moved = bench.moved_by_step(before, after, [0])
     assert moved["moved_trained"] == pytest.approx(1.0)
     assert moved["moved_other"] == pytest.approx((1 - np.sqrt(0.5)) / 2)
+
+
+def test_budget_curve_refreshes_a_random_share_and_corrects_the_rest():
+    bench = load_benchmark()
+    rng = np.random.default_rng(0)
+    stale = rng.normal(size=(40, 8))
+    stale /= np.linalg.norm(stale, axis=1, keepdims=True)
+    rotation = np.linalg.qr(rng.normal(size=(8, 8)))[0]
+    fresh = (stale @ rotation).astype(np.float32)  # the whole space turned: a drift a linear correction undoes
+    probe = rng.normal(size=(6, 8)).astype(np.float32) @ rotation.astype(np.float32)
+    ids = [f"d{i}" for i in range(40)]
+    curve = bench.budget_curve(ids, stale.astype(np.float32), fresh, probe, seed=0)
+    assert set(curve) == {f"share{int(x * 100)}{s}_fid" for x in bench.SHARES for s in ("", "_aligned")}
+    assert curve["share10_fid"] < 0.5  # 4 of 40 fresh, 36 turned away: the top-10s barely meet
+    assert curve["share75_fid"] > curve["share10_fid"]  # more of the index fresh, closer to the fresh top-10
+    assert curve["share25_aligned_fid"] == pytest.approx(1.0)  # 10 pairs in 8 dimensions pin the rotation down
