@@ -28,13 +28,13 @@ $E --model sfrl/models/rl --dataset data/eval/scifact-dev --split dev --out $HER
 $E --model sfrl/models/rl --dataset data/eval/scifact-dev --split dev --reasoning --out $HERE/rl-dev-reasoning.json
 $E --model sfrl/models/rl --dataset ../shared/data/scifact --split test --out $HERE/rl-test.json
 $E --model sfrl/models/rl --dataset ../shared/data/scifact --split test --reasoning --out $HERE/rl-test-reasoning.json
-# compared on the test claims over a 1,000-abstract sample (every judged abstract + random), in the first session
+# SFT and RL, direct and with reasoning, on the test claims over a 1,000-abstract sample (every judged abstract + random)
 .venv/bin/python $HERE/make_sample.py ../shared/data/scifact sample/scifact-test-1k
 for m in sft rl; do
   $E --model sfrl/models/$m --dataset sample/scifact-test-1k --split test --reasoning --out $HERE/$m-test1k-reasoning.json
   $E --model sfrl/models/$m --dataset sample/scifact-test-1k --split test --out $HERE/$m-test1k.json
 done
-# the SFT model over the whole corpus (a later session: one 60-min encode, then every row from the cached vectors; the
+# the SFT model over the whole corpus (a later session: one 63-min run that encodes it, then every row from the cached vectors; the
 # direct rows repeat ../2026-11-28-scifact-tau02/sft-{dev,test}-256.json, same weights, sha256 5fd33ed8aa4c)
 /usr/bin/time -v $E --model sfrl/models/sft --dataset ../shared/data/scifact --split test --reasoning \
   --out $HERE/sft-test-reasoning.json 2> /tmp/sft-test-reasoning-time.txt
