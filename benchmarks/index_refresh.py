@@ -418,6 +418,11 @@ class DriftRun:
 SHARES = (0.1, 0.25, 0.5, 0.75)  # budget_curve: shares of the index re-encoded at random
 
 
+def share_keys(share: float) -> tuple[str, str]:
+    """The row keys ``budget_curve`` writes for ``share``: (re-encoded only, re-encoded + ``align_stale``)."""
+    return f"share{int(share * 100)}_fid", f"share{int(share * 100)}_aligned_fid"
+
+
 def budget_curve(ids: list[str], stale: np.ndarray, fresh: np.ndarray, probe: np.ndarray, seed: int) -> dict:
     """What a budget buys at this step, without choosing: for each share in ``SHARES``, top-10 fidelity of the index
     with that share of documents (drawn at random) re-encoded and every other one left at ``stale`` (the
@@ -427,13 +432,14 @@ def budget_curve(ids: list[str], stale: np.ndarray, fresh: np.ndarray, probe: np
     rows = np.random.default_rng(seed).permutation(len(ids))
     out = {}
     for share in SHARES:
+        plain, aligned = share_keys(share)
         taken = rows[:max(1, int(round(share * len(ids))))]
         index = DocumentIndex(kind="flat", encode_batch=64)
         index.build_from_vectors(ids, stale, version=0)
         index.update([ids[i] for i in taken], fresh[taken], 1)
-        out[f"share{int(share * 100)}_fid"] = fidelity(index, fresh, probe, k=10)
+        out[plain] = fidelity(index, fresh, probe, k=10)
         align_stale(index, stale[taken], fresh[taken], current_version=1)  # the rest, as align_stale moves them
-        out[f"share{int(share * 100)}_aligned_fid"] = fidelity(index, fresh, probe, k=10)
+        out[aligned] = fidelity(index, fresh, probe, k=10)
     return out
 
 
@@ -484,8 +490,7 @@ def run_drift(args) -> int:
           f"aligned {mean['aln_next_fid']:.3f}  none {mean['none_next_fid']:.3f}")
     print("what a budget buys at the last step, without choosing (that share of documents re-encoded at random, the rest "
           "never refreshed | the rest moved by the correction fitted on them): " + "  ".join(
-              f"{int(x * 100)}% {last[f'share{int(x * 100)}_fid']:.3f} | {last[f'share{int(x * 100)}_aligned_fid']:.3f}"
-              for x in SHARES))
+              f"{int(x * 100)}% {last[share_keys(x)[0]]:.3f} | {last[share_keys(x)[1]]:.3f}" for x in SHARES))
     trained, other = (float(np.mean([r[k] for r in rows])) for k in ("moved_trained", "moved_other"))
     print(f"how far a document moves in one step (mean cosine distance to its previous vector): the documents the step "
           f"trained on {trained:.4f}, every other document {other:.4f} (ratio {trained / max(other, 1e-12):.2f}; "
