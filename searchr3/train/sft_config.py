@@ -13,7 +13,7 @@ class SFTConfig:
     steps: int = 96  # optimizer steps
     batch_size: int = 8  # queries per optimizer step (split into grad_accum micro-batches)
     grad_accum: int = 1
-    lr: float = 2.0e-4
+    lr: float = 8.0e-4
     token_lr_scale: float = 50.0  # mode lora: the embed token's row (input and tied output) trains at lr x this
     warmup_steps: int = 5
     weight_decay: float = 0.0
