@@ -5,7 +5,7 @@
 # code-search in ../2026-12-07-default-lr). So this row against the fourth cycle is the rate alone. Scored on the
 # whole SciFact corpus at the 256-token cap in fp32, like every earlier row, then fused with BM25 (--hybrid).
 # Run from the root of a clone after `make install`, with SciFact at ../shared/data/scifact. About 66 min (SFT in
-# fp32 on 2 cores; ~90 min at one thread beside another job) + 40 min (scoring).
+# fp32 on 2 cores; measured: about 2.5 min per step at one thread beside another job) + 40 min (scoring).
 set -euo pipefail
 HERE=reports/runs/2026-12-07-scifact-lr8
 python3 reports/runs/2026-11-27-scifact-ablation/make_params.py params.yaml /tmp/scifact-lr8-params.yaml \
